@@ -1,0 +1,7 @@
+"""mmfuse: multimodal fusion operators, models and interaction measures in JAX / Flax NNX."""
+
+from mmfuse import fusion
+
+__version__ = "0.1.0"
+
+__all__ = ["fusion"]

@@ -1,0 +1,181 @@
+"""Shared pieces of every fusion operator: input checks, small maths helpers, the NNX base.
+
+Shapes: M modalities, inputs ``xs[m]`` of shape ``[..., d_m]`` whose leading dims
+(batch, optional time) agree; outputs ``[..., out_dim]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+Initializer = Callable[[jax.Array, tuple[int, ...], Any], jax.Array]
+Params = dict[str, Any]
+
+APPEND_POSITIONS = ("last", "first")
+
+
+def lecun_normal(in_axes: int | Sequence[int] = -2, out_axis: int = -1) -> Initializer:
+    """Variance-1/fan_in normal initializer; ``in_axes`` may name several fan-in axes."""
+    in_axes = tuple(in_axes) if isinstance(in_axes, Sequence) else in_axes
+    return jax.nn.initializers.variance_scaling(
+        1.0, "fan_in", "truncated_normal", in_axis=in_axes, out_axis=out_axis
+    )
+
+
+def check_dims(
+    in_dims: Sequence[int],
+    out_dim: int,
+    name: str,
+    *,
+    min_modalities: int = 1,
+    max_modalities: int | None = None,
+) -> tuple[tuple[int, ...], int]:
+    """Validates the sizes an operator is built with; returns them as ints."""
+    if isinstance(in_dims, int) or not isinstance(in_dims, Sequence):
+        raise ValueError(f"{name}: in_dims must be a sequence of modality widths, got {in_dims!r}")
+    dims = tuple(in_dims)
+    for m, d in enumerate(dims):
+        if not isinstance(d, int) or isinstance(d, bool) or d < 1:
+            raise ValueError(
+                f"{name}: in_dims[{m}] (modality {m}) must be a positive int, got {d!r}"
+            )
+    if len(dims) < min_modalities:
+        raise ValueError(
+            f"{name} needs at least {min_modalities} modalities, got {len(dims)} (in_dims={dims})"
+        )
+    if max_modalities is not None and len(dims) > max_modalities:
+        raise ValueError(
+            f"{name} takes at most {max_modalities} modalities, got {len(dims)} (in_dims={dims})"
+        )
+    if not isinstance(out_dim, int) or isinstance(out_dim, bool) or out_dim < 1:
+        raise ValueError(f"{name}: out_dim must be a positive int, got {out_dim!r}")
+    return dims, out_dim
+
+
+def check_choice(value: Any, choices: Sequence[Any], option: str, name: str) -> Any:
+    if value not in choices:
+        raise ValueError(f"{name}: {option}={value!r} is not one of {tuple(choices)}")
+    return value
+
+
+def check_positive(value: Any, option: str, name: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name}: {option} must be a positive int, got {value!r}")
+    return value
+
+
+def check_inputs(
+    xs: Sequence[jax.typing.ArrayLike], in_dims: Sequence[int], name: str
+) -> tuple[jax.Array, ...]:
+    """Checks M inputs against ``in_dims`` and returns them as floating arrays.
+
+    Args:
+      xs: M arrays ``[..., d_m]`` sharing their leading (batch[, time]) dims.
+      in_dims: the widths ``d_m`` the operator was built for.
+      name: the operator's name, used in error messages.
+
+    Returns:
+      The inputs as ``jax.Array``s; integer and boolean inputs are cast to float32.
+
+    Raises:
+      ValueError: wrong number of modalities, a rank-0 input, a feature size that
+        differs from ``in_dims[m]``, or leading dims that disagree. Raised at trace
+        time, naming the modality and the shapes.
+    """
+    if isinstance(xs, (jax.Array, Mapping)) or not isinstance(xs, Sequence):
+        raise ValueError(
+            f"{name}: expected a sequence of {len(in_dims)} modality arrays, "
+            f"got {type(xs).__name__}"
+        )
+    if len(xs) != len(in_dims):
+        raise ValueError(
+            f"{name}: expected {len(in_dims)} modalities (in_dims={tuple(in_dims)}), got {len(xs)}"
+        )
+    arrays = []
+    for m, (x, d) in enumerate(zip(xs, in_dims, strict=True)):
+        x = jnp.asarray(x)
+        if x.ndim < 1:
+            raise ValueError(f"{name}: modality {m} must have shape [..., {d}], got a scalar")
+        if x.shape[-1] != d:
+            raise ValueError(
+                f"{name}: modality {m} has feature size {x.shape[-1]} "
+                f"(shape {x.shape}), expected in_dims[{m}] = {d}"
+            )
+        if not jnp.issubdtype(x.dtype, jnp.inexact):
+            x = x.astype(jnp.float32)
+        arrays.append(x)
+    lead = arrays[0].shape[:-1]
+    for m, x in enumerate(arrays[1:], start=1):
+        if x.shape[:-1] != lead:
+            raise ValueError(
+                f"{name}: modality {m} has leading dims {x.shape[:-1]} (shape "
+                f"{x.shape}) but modality 0 has {lead} (shape {arrays[0].shape}); "
+                "all modalities must share batch[/time] dims"
+            )
+    return tuple(arrays)
+
+
+def linear(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None) -> jax.Array:
+    """``x @ kernel + bias`` for ``x: [..., d]``, ``kernel: [d, o]``, ``bias: [o]`` -> ``[..., o]``."""
+    y = jnp.matmul(x, kernel)  # [..., o]
+    return y if bias is None else add_bias(y, bias)
+
+
+def add_bias(y: jax.Array, bias: jax.Array) -> jax.Array:
+    """``y + bias`` for ``y: [..., o]``, ``bias: [o]``, written without rank promotion."""
+    return y + broadcast_last(bias, y.ndim)
+
+
+def append_one(x: jax.Array, position: str = "last") -> jax.Array:
+    """``[x; 1]`` (or ``[1; x]`` for ``position="first"``): ``[..., d]`` -> ``[..., d + 1]``."""
+    one = jnp.ones((*x.shape[:-1], 1), x.dtype)
+    return jnp.concatenate([x, one] if position == "last" else [one, x], axis=-1)
+
+
+def broadcast_last(v: jax.Array, ndim: int) -> jax.Array:
+    """Reshapes a vector ``[o]`` to ``[1, ..., 1, o]`` with ``ndim`` dims (no rank promotion)."""
+    return jnp.reshape(v, (1,) * (ndim - 1) + v.shape)
+
+
+def _wrap(tree: Any) -> Any:
+    """Turns a pytree of arrays (dicts, lists) into NNX Params inside NNX containers."""
+    if isinstance(tree, Mapping):
+        return nnx.Dict({k: _wrap(v) for k, v in tree.items()})
+    if isinstance(tree, (list, tuple)):
+        return nnx.List([_wrap(v) for v in tree])
+    return nnx.Param(tree)
+
+
+def _unwrap(tree: Any) -> Any:
+    if isinstance(tree, nnx.Variable):
+        return tree[...]
+    if isinstance(tree, (Mapping, nnx.Dict)):
+        return {k: _unwrap(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple, nnx.List)):
+        return [_unwrap(v) for v in tree]
+    return tree
+
+
+class FusionOperator(nnx.Module):
+    """Base of the NNX fusion modules: parameters live here, the maths in pure functions.
+
+    A subclass builds its parameters with its pure ``init_*`` function, hands them to
+    ``__init__`` (each array becomes an ``nnx.Param`` at the attribute of the same
+    name) and calls its pure apply function with ``self.functional_params()``.
+    """
+
+    def __init__(self, in_dims: Sequence[int], out_dim: int, params: Params):
+        self.in_dims = tuple(in_dims)
+        self.out_dim = out_dim
+        self._param_names = tuple(params)
+        for key, value in params.items():
+            setattr(self, key, _wrap(value))
+
+    def functional_params(self) -> Params:
+        """The parameters as the plain pytree the functional form takes."""
+        return {key: _unwrap(getattr(self, key)) for key in self._param_names}

@@ -1,0 +1,78 @@
+"""Name -> operator registry behind ``fusion.names()`` and ``fusion.create(...)``."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+from flax import nnx
+
+from mmfuse.fusion._core import FusionOperator
+
+_REGISTRY: dict[str, type[FusionOperator]] = {}
+_BUILD_ARGS = ("self", "in_dims", "out_dim", "rngs")
+
+T = TypeVar("T", bound=type[FusionOperator])
+
+
+def register(name: str):
+    """Class decorator adding a fusion operator to the registry under ``name``."""
+
+    def wrap(cls: T) -> T:
+        if name in _REGISTRY:
+            raise ValueError(f"fusion operator {name!r} is already registered")
+        _REGISTRY[name] = cls
+        cls.name = name
+        return cls
+
+    return wrap
+
+
+def names() -> tuple[str, ...]:
+    """The registered operator names, sorted."""
+    return tuple(sorted(_REGISTRY))
+
+
+def get(name: str) -> type[FusionOperator]:
+    """The operator class registered under ``name``."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown fusion operator {name!r}; registered: {', '.join(names())}")
+    return _REGISTRY[name]
+
+
+def options(name: str) -> dict[str, Any]:
+    """The keyword options ``create(name, ...)`` accepts, with their defaults."""
+    signature = inspect.signature(get(name).__init__)
+    return {
+        p.name: p.default
+        for p in signature.parameters.values()
+        if p.name not in _BUILD_ARGS and p.kind is not inspect.Parameter.VAR_KEYWORD
+    }
+
+
+def create(
+    name: str, in_dims: Sequence[int], out_dim: int, *, rngs: nnx.Rngs, **opts: Any
+) -> FusionOperator:
+    """Builds the operator registered under ``name``.
+
+    Args:
+      name: one of ``names()``.
+      in_dims: the modality widths ``(d_1, ..., d_M)``.
+      out_dim: the output width.
+      rngs: the ``nnx.Rngs`` that initialise the parameters.
+      **opts: operator options (see each operator's docstring or ``options(name)``).
+
+    Raises:
+      ValueError: an unknown name (listing the registered ones), an unknown option
+        (listing the valid ones), or invalid sizes.
+    """
+    cls = get(name)
+    valid = options(name)
+    unknown = sorted(set(opts) - set(valid))
+    if unknown:
+        raise ValueError(
+            f"{name}: unknown option(s) {', '.join(unknown)}; valid options: "
+            f"{', '.join(valid) or '(none)'}"
+        )
+    return cls(in_dims, out_dim, rngs=rngs, **opts)

@@ -1,0 +1,121 @@
+"""Tensor fusion (TFN): ``z = W · vec(⊗_m [x_m; 1])``."""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from mmfuse.fusion._core import (
+    APPEND_POSITIONS,
+    FusionOperator,
+    Initializer,
+    Params,
+    append_one,
+    check_choice,
+    check_dims,
+    check_inputs,
+    lecun_normal,
+)
+from mmfuse.fusion._registry import register
+
+_MAX_MODALITIES = 20  # one einsum letter per modality
+
+
+def init_tensor(
+    key: jax.Array, in_dims: Sequence[int], out_dim: int, *, kernel_init: Initializer | None = None
+) -> Params:
+    """Parameters ``{"kernel": [d_1 + 1, ..., d_M + 1, out_dim]}``.
+
+    The kernel is kept as a tensor, one axis per modality, so that the modality
+    widths can be read off it; it equals TFN's ``[Π(d_m + 1), out_dim]`` linear
+    layer reshaped. There is no separate bias: the all-ones entry of the outer
+    product already multiplies one row of the kernel.
+    """
+    in_dims, out_dim = check_dims(
+        in_dims, out_dim, "tensor", min_modalities=2, max_modalities=_MAX_MODALITIES
+    )
+    num_modalities = len(in_dims)
+    kernel_init = kernel_init or lecun_normal(in_axes=tuple(range(num_modalities)))
+    shape = (*(d + 1 for d in in_dims), out_dim)
+    return {"kernel": kernel_init(key, shape, jnp.float32)}
+
+
+def tensor_features(xs: Sequence[jax.typing.ArrayLike], *, append: str = "last") -> jax.Array:
+    """``vec(⊗_m [x_m; 1])``: M arrays ``[..., d_m]`` -> ``[..., Π_m (d_m + 1)]``.
+
+    The explicit TFN feature vector, in row-major order over the modalities (the
+    first modality's index varies slowest). ``tensor`` never builds it; it is here
+    for inspection and for fitting the linear layer in closed form.
+    """
+    check_choice(append, APPEND_POSITIONS, "append_one", "tensor")
+    feats = None
+    for x in xs:
+        z = append_one(jnp.asarray(x), append)  # [..., d_m + 1]
+        if feats is None:
+            feats = z
+        else:
+            feats = (feats[..., :, None] * z[..., None, :]).reshape(*z.shape[:-1], -1)
+    return feats
+
+
+def tensor(
+    params: Params, xs: Sequence[jax.typing.ArrayLike], *, append: str = "last"
+) -> jax.Array:
+    """Tensor fusion ``z = W · vec(⊗_m [x_m; 1])``.
+
+    The contraction runs modality by modality (``jnp.einsum``), which equals the
+    TFN definition without materialising the ``Π(d_m + 1)`` outer product per
+    example. Appending the 1 keeps every lower-order term: unimodal, bimodal, ...,
+    M-modal products all appear in the feature vector.
+
+    Args:
+      params: ``{"kernel": [d_1 + 1, ..., d_M + 1, C]}``.
+      xs: M arrays ``[..., d_m]`` with shared leading dims.
+      append: where the constant 1 goes, ``"last"`` (``[x; 1]``) or ``"first"`` (``[1; x]``).
+
+    Returns:
+      ``[..., C]``.
+
+    References:
+      Zadeh et al., "Tensor Fusion Network for Multimodal Sentiment Analysis", EMNLP 2017.
+    """
+    check_choice(append, APPEND_POSITIONS, "append_one", "tensor")
+    kernel = params["kernel"]
+    in_dims = [s - 1 for s in kernel.shape[:-1]]
+    xs = check_inputs(xs, in_dims, "tensor")
+    letters = string.ascii_lowercase[: len(xs)]
+    spec = ",".join(f"...{c}" for c in letters) + f",{letters}z->...z"
+    zs = [append_one(x, append) for x in xs]  # M x [..., d_m + 1]
+    return jnp.einsum(spec, *zs, kernel, optimize="optimal")  # [..., C]
+
+
+@register("tensor")
+class TensorFusion(FusionOperator):
+    """TFN: ``z = W · vec(⊗_m [x_m; 1])`` (2 ≤ M ≤ 20).
+
+    Options:
+      append_one: ``"last"`` (``[x; 1]``, as in TFN) or ``"first"`` (``[1; x]``).
+      kernel_init: initializer of the ``[d_1 + 1, ..., d_M + 1, C]`` kernel (default
+        LeCun normal over all modality axes).
+    """
+
+    def __init__(
+        self,
+        in_dims: Sequence[int],
+        out_dim: int,
+        *,
+        append_one: str = "last",
+        kernel_init: Initializer | None = None,
+        rngs: nnx.Rngs,
+    ):
+        self.append_one = check_choice(append_one, APPEND_POSITIONS, "append_one", "tensor")
+        super().__init__(
+            in_dims, out_dim, init_tensor(rngs.params(), in_dims, out_dim, kernel_init=kernel_init)
+        )
+
+    def __call__(self, xs: Sequence[jax.typing.ArrayLike]) -> jax.Array:
+        return tensor(self.functional_params(), xs, append=self.append_one)

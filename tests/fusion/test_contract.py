@@ -1,0 +1,158 @@
+"""The contract every registered fusion operator keeps (DESIGN §3)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from mmfuse import fusion
+from tests.fusion.specs import SPECS
+
+OUT = 3
+NAMES = fusion.names()
+REQUIRED = (
+    "additive",
+    "multiplicative",
+    "bilinear",
+    "tensor",
+    "low_rank_tensor",
+    "gated",
+    "hard_gated",
+    "modality_shift",
+    "nonlinear",
+    "film",
+)
+
+
+def build(name, seed=0):
+    spec = SPECS[name]
+    return fusion.create(name, spec["in_dims"], OUT, rngs=nnx.Rngs(seed), **spec["options"])
+
+
+def make_inputs(in_dims, lead, seed=0):
+    keys = jax.random.split(jax.random.key(seed), len(in_dims))
+    return tuple(jax.random.normal(k, (*lead, d)) for k, d in zip(keys, in_dims, strict=True))
+
+
+def pure(op):
+    graphdef, state = nnx.split(op)
+    return (lambda state, xs, **kw: nnx.merge(graphdef, state)(xs, **kw)), state
+
+
+def test_every_required_operator_is_registered():
+    assert set(REQUIRED) <= set(NAMES)
+
+
+def test_every_operator_has_a_test_spec():
+    assert set(NAMES) == set(SPECS)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("lead", [(5,), (2, 6)], ids=["batch", "batch_time"])
+def test_output_shape_and_finite(name, lead):
+    op = build(name)
+    z = op(make_inputs(SPECS[name]["in_dims"], lead))
+    assert z.shape == (*lead, OUT)
+    assert z.dtype == jnp.float32
+    assert np.all(np.isfinite(z))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_jit_equals_eager(name):
+    op = build(name)
+    xs = make_inputs(SPECS[name]["in_dims"], (7,))
+    apply, state = pure(op)
+    np.testing.assert_allclose(jax.jit(apply)(state, xs), op(xs), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_vmap_over_extra_axis_equals_python_loop(name):
+    op = build(name)
+    xs = make_inputs(SPECS[name]["in_dims"], (4, 5))  # [4, 5, d_m]: vmap over the 4
+    apply, state = pure(op)
+    mapped = jax.vmap(apply, in_axes=(None, 0))(state, xs)
+    looped = jnp.stack([apply(state, tuple(x[i] for x in xs)) for i in range(4)])
+    np.testing.assert_allclose(mapped, looped, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_parameter_gets_a_finite_nonzero_gradient(name):
+    op = build(name)
+    xs = make_inputs(SPECS[name]["in_dims"], (16,))
+    target = jax.random.normal(jax.random.key(7), (16, OUT))
+    train_kwargs = SPECS[name].get("train_kwargs", lambda key: {})(jax.random.key(3))
+    apply, state = pure(op)
+    params = nnx.state(op, nnx.Param)
+    assert len(jax.tree.leaves(params)) > 0
+
+    def loss(state):
+        return jnp.mean((apply(state, xs, **train_kwargs) - target) ** 2)
+
+    grads = jax.grad(loss)(state)
+    flat = jax.tree_util.tree_leaves_with_path(grads)
+    assert len(flat) == len(jax.tree.leaves(params))
+    for path, g in flat:
+        where = jax.tree_util.keystr(path)
+        assert np.all(np.isfinite(g)), f"{name}: non-finite gradient at {where}"
+        assert np.any(g != 0), f"{name}: zero gradient at {where}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_each_output_depends_only_on_its_own_example(name):
+    op = build(name)
+    in_dims = SPECS[name]["in_dims"]
+    xs = make_inputs(in_dims, (6,))
+    changed = tuple(x.at[2].set(x[2] * 3.0 + 1.0) for x in xs)
+    before, after = op(xs), op(changed)
+    keep = np.array([i != 2 for i in range(6)])
+    np.testing.assert_allclose(after[keep], before[keep], rtol=1e-6, atol=1e-6)
+    assert not np.allclose(after[2], before[2])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bad_inputs_raise_value_errors_naming_modality_and_shapes(name):
+    op = build(name)
+    in_dims = SPECS[name]["in_dims"]
+    xs = make_inputs(in_dims, (5,))
+    with pytest.raises(ValueError, match=rf"expected {len(in_dims)} modalities"):
+        op(xs[:-1])
+    wrong_width = list(xs)
+    wrong_width[1] = jnp.ones((5, in_dims[1] + 2))
+    with pytest.raises(
+        ValueError,
+        match=rf"modality 1 has feature size {in_dims[1] + 2}.*"
+        rf"in_dims\[1\] = {in_dims[1]}",
+    ):
+        op(wrong_width)
+    wrong_batch = list(xs)
+    wrong_batch[-1] = jnp.ones((4, in_dims[-1]))
+    with pytest.raises(ValueError, match=rf"modality {len(in_dims) - 1} has leading dims \(4,\)"):
+        op(wrong_batch)
+    with pytest.raises(ValueError, match="modality 0 must have shape"):
+        op((jnp.float32(1.0), *xs[1:]))
+
+
+def test_unknown_operator_lists_the_registered_ones():
+    with pytest.raises(ValueError, match=r"unknown fusion operator 'tensr'.*low_rank_tensor"):
+        fusion.create("tensr", (2, 2), 1, rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_unknown_option_lists_the_valid_ones(name):
+    valid = fusion.options(name)
+    with pytest.raises(
+        ValueError, match=r"unknown option\(s\) colour; valid options: " + ", ".join(valid)
+    ):
+        fusion.create(name, SPECS[name]["in_dims"], 2, rngs=nnx.Rngs(0), colour=1)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bad_sizes_are_rejected_at_construction(name):
+    in_dims = SPECS[name]["in_dims"]
+    with pytest.raises(ValueError, match=r"in_dims\[1\] \(modality 1\) must be a positive int"):
+        fusion.create(
+            name, (in_dims[0], 0, *in_dims[2:]), 2, rngs=nnx.Rngs(0), **SPECS[name]["options"]
+        )
+    with pytest.raises(ValueError, match="out_dim must be a positive int"):
+        fusion.create(name, in_dims, 0, rngs=nnx.Rngs(0), **SPECS[name]["options"])
