@@ -121,7 +121,7 @@ def check_inputs(
 
 
 def linear(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None) -> jax.Array:
-    """``x @ kernel + bias`` for ``x: [..., d]``, ``kernel: [d, o]``, ``bias: [o]`` -> ``[..., o]``."""
+    """``x @ kernel + bias``: ``x [..., d]``, ``kernel [d, o]``, ``bias [o]`` -> ``[..., o]``."""
     y = jnp.matmul(x, kernel)  # [..., o]
     return y if bias is None else add_bias(y, bias)
 
