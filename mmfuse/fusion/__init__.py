@@ -9,10 +9,27 @@ from mmfuse.fusion import functional
 from mmfuse.fusion._core import FusionOperator
 from mmfuse.fusion._registry import create, get, names, options, register
 from mmfuse.fusion.additive import AdditiveFusion
+from mmfuse.fusion.bilinear import BilinearFusion
+from mmfuse.fusion.film import FilmFusion
+from mmfuse.fusion.gated import GatedFusion
+from mmfuse.fusion.hard_gated import HardGateAux, HardGatedFusion, reinforce_surrogate
+from mmfuse.fusion.low_rank_tensor import LowRankTensorFusion
+from mmfuse.fusion.modality_shift import ModalityShiftFusion
+from mmfuse.fusion.multiplicative import MultiplicativeFusion
+from mmfuse.fusion.nonlinear import NonlinearFusion
 from mmfuse.fusion.tensor import TensorFusion
 
 __all__ = [
     "AdditiveFusion",
+    "BilinearFusion",
+    "FilmFusion",
+    "GatedFusion",
+    "HardGateAux",
+    "HardGatedFusion",
+    "LowRankTensorFusion",
+    "ModalityShiftFusion",
+    "MultiplicativeFusion",
+    "NonlinearFusion",
     "FusionOperator",
     "TensorFusion",
     "create",
@@ -21,4 +38,5 @@ __all__ = [
     "names",
     "options",
     "register",
+    "reinforce_surrogate",
 ]

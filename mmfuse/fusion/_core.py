@@ -19,11 +19,18 @@ Params = dict[str, Any]
 APPEND_POSITIONS = ("last", "first")
 
 
-def lecun_normal(in_axes: int | Sequence[int] = -2, out_axis: int = -1) -> Initializer:
-    """Variance-1/fan_in normal initializer; ``in_axes`` may name several fan-in axes."""
+def lecun_normal(
+    in_axes: int | Sequence[int] = -2, out_axes: int | Sequence[int] = -1
+) -> Initializer:
+    """Variance-1/fan_in normal initializer; ``fan_in`` is the product of ``in_axes`` sizes.
+
+    Axes named in neither ``in_axes`` nor ``out_axes`` count as a receptive field (they
+    multiply fan_in), as in ``jax.nn.initializers.variance_scaling``.
+    """
     in_axes = tuple(in_axes) if isinstance(in_axes, Sequence) else in_axes
+    out_axes = tuple(out_axes) if isinstance(out_axes, Sequence) else out_axes
     return jax.nn.initializers.variance_scaling(
-        1.0, "fan_in", "truncated_normal", in_axis=in_axes, out_axis=out_axis
+        1.0, "fan_in", "truncated_normal", in_axis=in_axes, out_axis=out_axes
     )
 
 

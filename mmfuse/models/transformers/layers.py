@@ -1,0 +1,131 @@
+"""Transformer pieces shared by the raw-modality models: token embedding, blocks, pooling.
+
+Shapes: B batch, T tokens, D = d_model, d the width of one modality's raw tokens.
+Masks are boolean ``[B, T]`` with True for real tokens and False for padding.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from mmfuse.fusion._core import check_choice, check_positive
+
+POSITIONS = ("learned", "sinusoidal")
+POOLS = ("mean", "cls")
+EMBED_INIT = nnx.initializers.normal(0.02)
+
+
+def check_transformer_sizes(
+    d_model: int, num_heads: int, num_layers: int, mlp_dim: int, max_len: int, name: str
+) -> None:
+    for value, option in (
+        (d_model, "d_model"),
+        (num_heads, "num_heads"),
+        (num_layers, "num_layers"),
+        (mlp_dim, "mlp_dim"),
+        (max_len, "max_len"),
+    ):
+        check_positive(value, option, name)
+    if d_model % num_heads:
+        raise ValueError(f"{name}: d_model={d_model} is not divisible by num_heads={num_heads}")
+
+
+def token_positions(mask: jax.Array) -> jax.Array:
+    """The index of each token among the real tokens of its row: ``[B, T]`` -> ``[B, T]``.
+
+    Counting only real tokens makes the positions, and so the whole model,
+    independent of how much padding sits before a sequence (left padding).
+    Padded tokens get the position of the real token before them (or 0).
+    """
+    return jnp.maximum(jnp.cumsum(mask.astype(jnp.int32), axis=-1) - 1, 0)
+
+
+def sinusoidal_embedding(positions: jax.Array, d_model: int) -> jax.Array:
+    """Fixed sinusoidal position embeddings: int ``[B, T]`` -> ``[B, T, D]``.
+
+    ``[sin(p ω_i), cos(p ω_i)]`` with ``ω_i = 10000^(−2i/D)`` (sines then cosines).
+
+    References:
+      Vaswani et al., "Attention Is All You Need", NeurIPS 2017.
+    """
+    half = (d_model + 1) // 2
+    freqs = jnp.exp(-jnp.log(10000.0) * jnp.arange(half, dtype=jnp.float32) * 2.0 / d_model)
+    angles = positions.astype(jnp.float32)[..., None] * jnp.reshape(freqs, (1, 1, half))
+    return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)[..., :d_model]
+
+
+def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
+    """The mean over real tokens: ``x [B, T, D]``, ``mask [B, T]`` -> ``[B, D]`` (0 if none)."""
+    weights = mask.astype(x.dtype)[..., None]  # [B, T, 1]
+    count = jnp.maximum(jnp.sum(weights, axis=-2), 1.0)  # [B, 1]
+    return jnp.sum(x * weights, axis=-2) / count
+
+
+def broadcast_token(token: jax.Array, batch: int) -> jax.Array:
+    """A learned token ``[K, D]`` (or ``[D]``) repeated for every example: ``[B, K, D]``."""
+    token = jnp.reshape(token, (1, -1, token.shape[-1]))
+    return jnp.broadcast_to(token, (batch, *token.shape[1:]))
+
+
+class TokenEmbedding(nnx.Module):
+    """One modality's raw tokens to model tokens: ``W x_t + b + pos(t)``.
+
+    Args:
+      in_dim: the raw token width d.
+      d_model: the model width D.
+      max_len: the longest sequence (size of the learned position table).
+      positions: ``"learned"`` or ``"sinusoidal"``.
+      rngs: initialises the weights.
+    """
+
+    def __init__(self, in_dim: int, d_model: int, *, max_len: int, positions: str, rngs):
+        self.positions = check_choice(positions, POSITIONS, "positions", "TokenEmbedding")
+        self.d_model = d_model
+        self.project = nnx.Linear(in_dim, d_model, rngs=rngs)
+        if positions == "learned":
+            self.position_table = nnx.Param(EMBED_INIT(rngs.params(), (max_len, d_model)))
+
+    def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
+        """``x: [B, T, d]``, ``mask: [B, T]`` -> ``[B, T, D]``."""
+        positions = token_positions(mask)  # [B, T]
+        if self.positions == "learned":
+            pos = jnp.take(self.position_table[...], positions, axis=0)  # [B, T, D]
+        else:
+            pos = sinusoidal_embedding(positions, self.d_model)  # [B, T, D]
+        return self.project(x) + pos
+
+
+class TransformerBlock(nnx.Module):
+    """A pre-LayerNorm encoder block: ``x + MHA(LN(x))``, then ``x + MLP(LN(x))``.
+
+    Padded tokens are masked out as keys, so no real token reads them; they still
+    get (unused) outputs of their own. Deterministic: no dropout.
+
+    Args:
+      d_model: the model width D.
+      num_heads: attention heads (dividing D).
+      mlp_dim: the hidden width of the MLP (GELU).
+      rngs: initialises the weights.
+
+    References:
+      Vaswani et al., "Attention Is All You Need", NeurIPS 2017; Xiong et al., "On
+      Layer Normalization in the Transformer Architecture", ICML 2020 (pre-LN).
+    """
+
+    def __init__(self, d_model: int, num_heads: int, mlp_dim: int, *, rngs: nnx.Rngs):
+        self.attention_norm = nnx.LayerNorm(d_model, rngs=rngs)
+        self.attention = nnx.MultiHeadAttention(
+            num_heads, d_model, d_model, d_model, decode=False, keep_rngs=False, rngs=rngs
+        )
+        self.mlp_norm = nnx.LayerNorm(d_model, rngs=rngs)
+        self.mlp_in = nnx.Linear(d_model, mlp_dim, rngs=rngs)
+        self.mlp_out = nnx.Linear(mlp_dim, d_model, rngs=rngs)
+
+    def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
+        """``x: [B, T, D]``, ``mask: [B, T]`` -> ``[B, T, D]``."""
+        queries = jnp.ones(mask.shape, bool)  # every token queries; only real ones are read
+        attend = nnx.make_attention_mask(queries, mask)  # [B, 1, T, T]
+        x = x + self.attention(self.attention_norm(x), mask=attend, deterministic=True)
+        return x + self.mlp_out(jax.nn.gelu(self.mlp_in(self.mlp_norm(x))))
