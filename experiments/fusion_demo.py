@@ -55,8 +55,9 @@ def make_task(
         latents = rng.normal(size=(num_examples, 2))
         labels = (latents.sum(axis=1) > 0).astype(np.int64)
     xs = tuple(
-        (latents[:, m, None] * directions[m] + noise * rng.normal(size=(num_examples, width)))
-        .astype(np.float32)
+        (
+            latents[:, m, None] * directions[m] + noise * rng.normal(size=(num_examples, width))
+        ).astype(np.float32)
         for m in range(2)
     )
     return xs, labels.astype(np.int32)
@@ -131,8 +132,7 @@ def run(
         train = (tuple(x[:num_train] for x in xs), labels[:num_train])
         test = (tuple(x[num_train:] for x in xs), labels[num_train:])
         results[task] = {
-            name: train_operator(name, train, test, seed=seed, **train_kwargs)
-            for name in operators
+            name: train_operator(name, train, test, seed=seed, **train_kwargs) for name in operators
         }
     return results
 
@@ -155,8 +155,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    print(f"jax {jax.__version__} on {jax.devices()[0].platform}; training "
-          f"{len(args.operators or fusion.names())} operators on {', '.join(TASKS)} ...")
+    print(
+        f"jax {jax.__version__} on {jax.devices()[0].platform}; training "
+        f"{len(args.operators or fusion.names())} operators on {', '.join(TASKS)} ..."
+    )
     results = run(args.operators, steps=args.steps, seed=args.seed)
     print("\nTest accuracy (chance = 0.5); each operator maps the raw modalities to logits.\n")
     print(format_table(results))

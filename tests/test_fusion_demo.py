@@ -37,6 +37,7 @@ def test_table_lists_every_operator(results):
 def test_tasks_are_seeded_and_labels_match_their_definition():
     (a, b), y = fusion_demo.make_task("xor", 64, seed=3)
     (a2, b2), y2 = fusion_demo.make_task("xor", 64, seed=3)
+    np.testing.assert_array_equal(b, b2)
     np.testing.assert_array_equal(a, a2)
     np.testing.assert_array_equal(y, y2)
     assert set(np.unique(y)) == {0, 1}

@@ -270,8 +270,7 @@ def gated(
         hs = [jnp.tanh(linear(x, k)) for x, k in zip(xs, params["kernels"], strict=True)]
     else:
         hs = [
-            linear(x, k, b)
-            for x, k, b in zip(xs, params["kernels"], params["biases"], strict=True)
+            linear(x, k, b) for x, k, b in zip(xs, params["kernels"], params["biases"], strict=True)
         ]
     h = jnp.stack(hs, axis=-2)  # [..., M, C]
     g = _gates(params, xs, gate_source=gate_source, gate=gate)  # [..., M, G]

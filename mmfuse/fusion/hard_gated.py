@@ -45,15 +45,11 @@ def _check_temperature(temperature: object) -> None:
     if isinstance(temperature, bool) or not isinstance(
         temperature, (int, float, np.ndarray, jax.Array)
     ):
-        raise ValueError(
-            f"hard_gated: temperature must be a positive number, got {temperature!r}"
-        )
+        raise ValueError(f"hard_gated: temperature must be a positive number, got {temperature!r}")
     if isinstance(temperature, (int, float)) and not (
         math.isfinite(temperature) and temperature > 0
     ):
-        raise ValueError(
-            f"hard_gated: temperature must be a positive number, got {temperature!r}"
-        )
+        raise ValueError(f"hard_gated: temperature must be a positive number, got {temperature!r}")
 
 
 def init_hard_gated(

@@ -139,7 +139,9 @@ class LowRankTensorFusion(FusionOperator):
         kernel_init: Initializer | None = None,
         rngs: nnx.Rngs,
     ):
-        self.append_one = check_choice(append_one, APPEND_POSITIONS, "append_one", "low_rank_tensor")
+        self.append_one = check_choice(
+            append_one, APPEND_POSITIONS, "append_one", "low_rank_tensor"
+        )
         params = init_low_rank_tensor(
             rngs.params(),
             in_dims,

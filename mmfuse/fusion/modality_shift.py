@@ -54,7 +54,8 @@ def init_modality_shift(
     shift_keys = jax.random.split(jax.random.fold_in(key, 1), len(secondary))
     params = {
         "gate_kernels": [
-            kernel_init(k, (d0 + d, d0), jnp.float32) for k, d in zip(gate_keys, secondary, strict=True)
+            kernel_init(k, (d0 + d, d0), jnp.float32)
+            for k, d in zip(gate_keys, secondary, strict=True)
         ],
         "gate_biases": [jnp.zeros((d0,), jnp.float32) for _ in secondary],
         "shift_kernels": [

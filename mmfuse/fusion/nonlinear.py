@@ -34,13 +34,12 @@ def _check_hidden_dims(hidden_dims: Sequence[int], name: str = "nonlinear") -> t
     """A non-empty sequence of positive ints; raises ``ValueError`` naming ``hidden_dims``."""
     if isinstance(hidden_dims, (str, bytes)) or not isinstance(hidden_dims, Sequence):
         raise ValueError(
-            f"{name}: hidden_dims must be a non-empty sequence of positive ints, got {hidden_dims!r}"
+            f"{name}: hidden_dims must be a non-empty sequence of positive ints, "
+            f"got {hidden_dims!r}"
         )
     if not hidden_dims:
         raise ValueError(f"{name}: hidden_dims must name at least one hidden layer, got ()")
-    return tuple(
-        check_positive(h, f"hidden_dims[{i}]", name) for i, h in enumerate(hidden_dims)
-    )
+    return tuple(check_positive(h, f"hidden_dims[{i}]", name) for i, h in enumerate(hidden_dims))
 
 
 def init_nonlinear(

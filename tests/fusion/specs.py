@@ -19,7 +19,5 @@ SPECS = {
     "nonlinear": dict(in_dims=(3, 4, 5), options={"hidden_dims": (6, 5)}),
     "gated": dict(in_dims=(3, 4, 5), options={}),
     # Trains through the straight-through Gumbel estimator, so the gate gets gradients.
-    "hard_gated": dict(
-        in_dims=(3, 4, 5), options={}, train_kwargs=lambda key: {"key": key}
-    ),
+    "hard_gated": dict(in_dims=(3, 4, 5), options={}, train_kwargs=lambda key: {"key": key}),
 }

@@ -69,7 +69,11 @@ def test_module_equals_tfn_with_its_rebuilt_kernel():
 def test_parameter_count_is_linear_in_the_widths(rank_weights, extra):
     in_dims, out_dim, rank = (3, 4, 5), 6, 3
     op = fusion.create(
-        "low_rank_tensor", in_dims, out_dim, rank=rank, rank_weights=rank_weights,
+        "low_rank_tensor",
+        in_dims,
+        out_dim,
+        rank=rank,
+        rank_weights=rank_weights,
         rngs=nnx.Rngs(0),
     )
     count = sum(x.size for x in jax.tree.leaves(nnx.state(op, nnx.Param)))

@@ -40,8 +40,10 @@ def numpy_shift(params, xs, gate, beta, eps):
     ):
         g = ACTS[gate](np.concatenate([z, x], axis=-1) @ wg + bg)
         h = h + g * (x @ w)
-    ratio = beta * np.linalg.norm(z, axis=-1, keepdims=True) / (
-        np.linalg.norm(h, axis=-1, keepdims=True) + eps
+    ratio = (
+        beta
+        * np.linalg.norm(z, axis=-1, keepdims=True)
+        / (np.linalg.norm(h, axis=-1, keepdims=True) + eps)
     )
     alpha = np.minimum(ratio, 1.0)
     return alpha * h, alpha, h

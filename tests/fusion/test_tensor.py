@@ -44,7 +44,10 @@ def test_tensor_features_are_the_row_major_outer_product():
 
 def test_module_equals_features_times_flattened_kernel():
     op = fusion.create("tensor", (3, 2), 4, rngs=nnx.Rngs(1))
-    xs = (jax.random.normal(jax.random.key(0), (5, 3)), jax.random.normal(jax.random.key(1), (5, 2)))
+    xs = (
+        jax.random.normal(jax.random.key(0), (5, 3)),
+        jax.random.normal(jax.random.key(1), (5, 2)),
+    )
     kernel = op.functional_params()["kernel"].reshape(-1, 4)
     np.testing.assert_allclose(op(xs), F.tensor_features(xs) @ kernel, rtol=1e-5, atol=1e-6)
 
