@@ -1,7 +1,7 @@
 """mmfuse: multimodal fusion operators, models and interaction measures in JAX / Flax NNX."""
 
-from mmfuse import fusion
+from mmfuse import fusion, models
 
 __version__ = "0.1.0"
 
-__all__ = ["fusion"]
+__all__ = ["fusion", "models"]

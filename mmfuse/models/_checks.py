@@ -30,16 +30,18 @@ def input_spec(module: Any, default_dim: int | None = None) -> InputSpec:
     return getattr(module, "in_dim", None), getattr(module, "input_rank", None)
 
 
-def check_sequence(xs: Any, num_modalities: int, name: str, what: str = "modality arrays"):
+def check_sequence(xs: Any, num_modalities: int, name: str, what: str = "modalities") -> None:
+    """Checks that ``xs`` is a sequence (not an array or a dict) of one entry per modality."""
     if isinstance(xs, (jax.Array, Mapping)) or not isinstance(xs, Sequence):
         raise ValueError(
             f"{name}: expected a sequence of {num_modalities} {what}, got {type(xs).__name__}"
         )
     if len(xs) != num_modalities:
-        raise ValueError(f"{name}: expected {num_modalities} modalities, got {len(xs)}")
+        raise ValueError(f"{name}: expected {num_modalities} {what}, got {len(xs)}")
 
 
 def as_float(x: jax.typing.ArrayLike) -> jax.Array:
+    """``x`` as a ``jax.Array``; integer and boolean inputs become float32."""
     x = jnp.asarray(x)
     return x if jnp.issubdtype(x.dtype, jnp.inexact) else x.astype(jnp.float32)
 
@@ -85,7 +87,11 @@ def check_modalities(
                 f"expected {dim}"
             )
         arrays.append(x)
-    known = [(m, x.shape[: x.ndim - r]) for m, (x, (_, r)) in enumerate(zip(arrays, specs)) if r]
+    known = [
+        (m, x.shape[: x.ndim - r])
+        for m, (x, (_, r)) in enumerate(zip(arrays, specs, strict=True))
+        if r
+    ]
     for m, batch in known[1:]:
         m0, batch0 = known[0]
         if batch != batch0:
@@ -122,7 +128,7 @@ def check_tokens(
     check_sequence(xs, len(in_dims), name)
     if masks is None:
         masks = (None,) * len(in_dims)
-    check_sequence(masks, len(in_dims), name, "masks (or None)")
+    check_sequence(masks, len(in_dims), name, "masks (one per modality, or None)")
     raw = []
     for m, (x, d) in enumerate(zip(xs, in_dims, strict=True)):
         x = as_float(x)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 
 import jax
@@ -64,9 +65,7 @@ class MLP(nnx.Module):
         )
         self.in_dim, self.out_dim = in_dim, out_dim
         self.activation = get_activation(activation, "MLP")
-        self.layers = nnx.List(
-            [nnx.Linear(a, b, rngs=rngs) for a, b in zip(widths[:-1], widths[1:], strict=True)]
-        )
+        self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in itertools.pairwise(widths)])
 
     def __call__(self, x: jax.typing.ArrayLike) -> jax.Array:
         """``x: [..., in_dim]`` -> ``[..., out_dim]``."""

@@ -7,7 +7,38 @@ from typing import Any
 
 import jax
 
-from mmfuse.models._checks import InputSpec, check_modalities, check_sequence
+from mmfuse.models._checks import InputSpec, check_modalities, check_sequence, input_spec
+
+
+def input_specs(
+    modules: Sequence[Any],
+    in_dims: Sequence[int | None] | None,
+    name: str,
+    *,
+    default_dims: Sequence[int] | None = None,
+) -> tuple[InputSpec, ...]:
+    """What each modality's input must look like: ``(d_m, rank_m)`` per module.
+
+    Args:
+      modules: M modules (``None`` for the identity).
+      in_dims: widths ``d_m`` given by the user, overriding what the modules declare;
+        ``None`` entries are not checked.
+      name: the model's name, used in error messages.
+      default_dims: the widths an identity module passes on (e.g. a fusion
+        operator's ``in_dims``).
+    """
+    specs = [
+        input_spec(module, None if default_dims is None else default_dims[m])
+        for m, module in enumerate(modules)
+    ]
+    if in_dims is None:
+        return tuple(specs)
+    if len(in_dims) != len(modules):
+        raise ValueError(
+            f"{name}: in_dims={tuple(in_dims)} has {len(in_dims)} entries for "
+            f"{len(modules)} modalities"
+        )
+    return tuple((d, rank) for d, (_, rank) in zip(in_dims, specs, strict=True))
 
 
 def apply_per_modality(
@@ -30,7 +61,7 @@ def apply_per_modality(
     xs = check_modalities(xs, specs, name)
     if masks is None:
         masks = (None,) * len(xs)
-    check_sequence(masks, len(xs), name, "masks (or None)")
+    check_sequence(masks, len(xs), name, "masks (one per modality, or None)")
     outs = []
     for m, (module, x, mask) in enumerate(zip(modules, xs, masks, strict=True)):
         if module is None:

@@ -8,11 +8,11 @@ from typing import Any
 import jax
 from flax import nnx
 
-from mmfuse.models._checks import input_spec
-from mmfuse.models.modular._per_modality import apply_per_modality
+from mmfuse.models.modular._per_modality import apply_per_modality, input_specs
 
 
 def _width(module: Any, attr: str, linear_attr: str) -> int | None:
+    """A module's declared input or output width, if it declares one."""
     if isinstance(module, nnx.Linear):
         return getattr(module, linear_attr)
     return getattr(module, attr, None)
@@ -81,18 +81,7 @@ class FusionModel(nnx.Module):
                 f"{name}: the fusion operator outputs width {fused_width} but the head takes "
                 f"{head_width}"
             )
-        specs = [
-            input_spec(e, None if fused_dims is None else fused_dims[m])
-            for m, e in enumerate(encoders)
-        ]
-        if in_dims is not None:
-            if len(in_dims) != num_modalities:
-                raise ValueError(
-                    f"{name}: in_dims={tuple(in_dims)} has {len(in_dims)} entries for "
-                    f"{num_modalities} encoders"
-                )
-            specs = [(d, rank) for d, (_, rank) in zip(in_dims, specs, strict=True)]
-        self.specs = tuple(specs)
+        self.input_specs = input_specs(encoders, in_dims, name, default_dims=fused_dims)
         self.encoders = nnx.List(list(encoders))
         self.fusion = fusion
         self.head = head
@@ -113,7 +102,7 @@ class FusionModel(nnx.Module):
         Returns:
           M encodings ``[B, ..., e_m]``.
         """
-        return apply_per_modality(self.encoders, xs, masks, self.specs, "FusionModel")
+        return apply_per_modality(self.encoders, xs, masks, self.input_specs, "FusionModel")
 
     def fuse(self, hs: Sequence[jax.Array], **fusion_kwargs: Any) -> jax.Array:
         """``head(fusion(hs))``: M encodings ``[B, ..., e_m]`` -> ``[B, ..., C]``.

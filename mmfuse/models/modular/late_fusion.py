@@ -9,8 +9,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from mmfuse.fusion._core import check_choice
-from mmfuse.models._checks import check_sequence, input_spec
-from mmfuse.models.modular._per_modality import apply_per_modality
+from mmfuse.models._checks import check_sequence
+from mmfuse.models.modular._per_modality import apply_per_modality, input_specs
 
 LATE_COMBINES = ("mean", "weighted")
 
@@ -49,25 +49,17 @@ class LateFusion(nnx.Module):
         if len(predictors) < 1:
             raise ValueError(f"{name} needs at least one predictor")
         self.combine = check_choice(combine, LATE_COMBINES, "combine", name)
-        specs = [input_spec(p) for p in predictors]
-        if in_dims is not None:
-            if len(in_dims) != len(predictors):
-                raise ValueError(
-                    f"{name}: in_dims={tuple(in_dims)} has {len(in_dims)} entries for "
-                    f"{len(predictors)} predictors"
-                )
-            specs = [(d, rank) for d, (_, rank) in zip(in_dims, specs, strict=True)]
-        self.specs = tuple(specs)
+        self.input_specs = input_specs(predictors, in_dims, name)
         self.predictors = nnx.List(list(predictors))
         if combine == "weighted":
-            self.logits = nnx.Param(jnp.zeros((len(predictors),), jnp.float32))
+            self.weight_logits = nnx.Param(jnp.zeros((len(predictors),), jnp.float32))
 
     def weights(self) -> jax.Array:
         """The combination weights ``[M]``, non-negative and summing to 1."""
         num_modalities = len(self.predictors)
         if self.combine == "mean":
             return jnp.full((num_modalities,), 1.0 / num_modalities, jnp.float32)
-        return jax.nn.softmax(self.logits[...])
+        return jax.nn.softmax(self.weight_logits[...])
 
     def encode(
         self,
@@ -82,7 +74,7 @@ class LateFusion(nnx.Module):
           masks: None, or M entries each None or a padding mask passed to that
             modality's predictor as ``mask=``.
         """
-        return apply_per_modality(self.predictors, xs, masks, self.specs, "LateFusion")
+        return apply_per_modality(self.predictors, xs, masks, self.input_specs, "LateFusion")
 
     def fuse(self, predictions: Sequence[jax.typing.ArrayLike]) -> jax.Array:
         """``Σ_m w_m p_m``: M predictions ``[B, ..., C]`` -> ``[B, ..., C]``."""

@@ -80,7 +80,7 @@ class TokenEmbedding(nnx.Module):
       rngs: initialises the weights.
     """
 
-    def __init__(self, in_dim: int, d_model: int, *, max_len: int, positions: str, rngs):
+    def __init__(self, in_dim: int, d_model: int, *, max_len: int, positions: str, rngs: nnx.Rngs):
         self.positions = check_choice(positions, POSITIONS, "positions", "TokenEmbedding")
         self.d_model = d_model
         self.project = nnx.Linear(in_dim, d_model, rngs=rngs)
@@ -95,6 +95,43 @@ class TokenEmbedding(nnx.Module):
         else:
             pos = sinusoidal_embedding(positions, self.d_model)  # [B, T, D]
         return self.project(x) + pos
+
+
+class SelfAttention(nnx.Module):
+    """Multi-head self-attention over ``[B, T, D]`` that ignores padded keys.
+
+    The key projection has no bias: a key bias adds the same logit ``q · b`` to every
+    key of a query, which the softmax cancels, so it could never be trained.
+
+    Args:
+      d_model: the model width D.
+      num_heads: attention heads H (dividing D).
+      rngs: initialises the weights.
+
+    References:
+      Vaswani et al., "Attention Is All You Need", NeurIPS 2017.
+    """
+
+    def __init__(self, d_model: int, num_heads: int, *, rngs: nnx.Rngs):
+        self.num_heads = num_heads
+        self.query = nnx.Linear(d_model, d_model, rngs=rngs)
+        self.key = nnx.Linear(d_model, d_model, use_bias=False, rngs=rngs)
+        self.value = nnx.Linear(d_model, d_model, rngs=rngs)
+        self.out = nnx.Linear(d_model, d_model, rngs=rngs)
+
+    def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
+        """``x: [B, T, D]``, ``mask: [B, T]`` (keys that may be read) -> ``[B, T, D]``."""
+        batch, length, width = x.shape
+        heads = (batch, length, self.num_heads, width // self.num_heads)
+        q = jnp.reshape(self.query(x), heads)  # [B, T, H, D/H]
+        k = jnp.reshape(self.key(x), heads)
+        v = jnp.reshape(self.value(x), heads)
+        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(float(heads[-1]))  # [B, H, T, T]
+        # A finite floor rather than -inf: a row with no real key stays finite (uniform).
+        logits = jnp.where(mask[:, None, None, :], logits, jnp.finfo(logits.dtype).min)
+        weights = jax.nn.softmax(logits, axis=-1)
+        out = jnp.einsum("bhqk,bkhd->bqhd", weights, v)  # [B, T, H, D/H]
+        return self.out(jnp.reshape(out, x.shape))  # [B, T, D]
 
 
 class TransformerBlock(nnx.Module):
@@ -116,16 +153,12 @@ class TransformerBlock(nnx.Module):
 
     def __init__(self, d_model: int, num_heads: int, mlp_dim: int, *, rngs: nnx.Rngs):
         self.attention_norm = nnx.LayerNorm(d_model, rngs=rngs)
-        self.attention = nnx.MultiHeadAttention(
-            num_heads, d_model, d_model, d_model, decode=False, keep_rngs=False, rngs=rngs
-        )
+        self.attention = SelfAttention(d_model, num_heads, rngs=rngs)
         self.mlp_norm = nnx.LayerNorm(d_model, rngs=rngs)
         self.mlp_in = nnx.Linear(d_model, mlp_dim, rngs=rngs)
         self.mlp_out = nnx.Linear(mlp_dim, d_model, rngs=rngs)
 
     def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
         """``x: [B, T, D]``, ``mask: [B, T]`` -> ``[B, T, D]``."""
-        queries = jnp.ones(mask.shape, bool)  # every token queries; only real ones are read
-        attend = nnx.make_attention_mask(queries, mask)  # [B, 1, T, T]
-        x = x + self.attention(self.attention_norm(x), mask=attend, deterministic=True)
+        x = x + self.attention(self.attention_norm(x), mask)
         return x + self.mlp_out(jax.nn.gelu(self.mlp_in(self.mlp_norm(x))))
