@@ -1,0 +1,32 @@
+"""Quantifying fusion: which cross-modal interactions a trained model actually uses.
+
+- ``emap(fn, inputs)`` / ``emap_decompose``: the EMAP projection of a model onto
+  additive functions of its M modalities (Hessel and Lee, EMNLP 2020), exact over all
+  N^M cross pairs in one blocked pass, or Monte-Carlo with standard errors;
+- ``emap_model``: the same for an mmfuse model, encoding each modality only once;
+- ``emap_report``: accuracy / AUC / MSE of the model, its projection and its unimodal
+  marginals; ``rank_interactions``: the examples that rely most on interactions;
+- ``metrics``: the metrics themselves.
+
+>>> import jax.numpy as jnp
+>>> from mmfuse import interactions
+>>> a, b = jnp.linspace(-1, 1, 8), jnp.linspace(0, 2, 8)
+>>> interactions.emap(lambda xs: xs[0] * xs[1], (a, b))  # (a - ā)(b - b̄) removed
+"""
+
+from mmfuse.interactions import metrics
+from mmfuse.interactions._emap import EmapDecomposition, emap, emap_decompose
+from mmfuse.interactions._model import emap_model, model_fn
+from mmfuse.interactions._report import EmapReport, emap_report, rank_interactions
+
+__all__ = [
+    "EmapDecomposition",
+    "EmapReport",
+    "emap",
+    "emap_decompose",
+    "emap_model",
+    "emap_report",
+    "metrics",
+    "model_fn",
+    "rank_interactions",
+]

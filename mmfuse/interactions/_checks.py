@@ -1,0 +1,95 @@
+"""Argument checks and the one way EMAP calls the model: shapes validated at trace time."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# Largest flat row index EMAP addresses with int32 arithmetic (N^(M-1) plus one block).
+MAX_INDEX = 2**31 - 1
+
+ModelFn = Callable[[tuple[jax.Array, ...]], jax.Array]
+
+
+def check_inputs(inputs: Any, name: str = "emap") -> tuple[jax.Array, ...]:
+    """``inputs``, a sequence of M ≥ 2 arrays ``[N, ...]`` paired on axis 0, as jax arrays.
+
+    Raises:
+      ValueError: not a sequence, fewer than two modalities, an input without a
+        leading axis, leading sizes that differ, or N < 2.
+    """
+    if isinstance(inputs, (jax.Array, np.ndarray, Mapping)) or not isinstance(inputs, Sequence):
+        raise ValueError(
+            f"{name}: inputs must be a sequence of M arrays [N, ...], one per modality, "
+            f"got {type(inputs).__name__}"
+        )
+    if len(inputs) < 2:
+        raise ValueError(
+            f"{name}: needs at least two modalities (M >= 2), got {len(inputs)}; EMAP "
+            "removes cross-modal interactions, which a single modality does not have"
+        )
+    xs = tuple(jnp.asarray(x) for x in inputs)
+    for m, x in enumerate(xs):
+        if x.ndim == 0:
+            raise ValueError(f"{name}: modality {m} is a scalar; expected an array [N, ...]")
+    sizes = [x.shape[0] for x in xs]
+    if len(set(sizes)) > 1:
+        shapes = ", ".join(f"modality {m}: {x.shape}" for m, x in enumerate(xs))
+        raise ValueError(
+            f"{name}: the inputs must be paired on axis 0 but their leading sizes differ ({shapes})"
+        )
+    if sizes[0] < 2:
+        raise ValueError(f"{name}: needs N >= 2 paired examples, got N = {sizes[0]}")
+    return xs
+
+
+def check_positive_int(value: Any, option: str, name: str, minimum: int = 1) -> int:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name}: {option} must be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def output_spec(fn: ModelFn, xs: tuple[jax.Array, ...], name: str) -> jax.ShapeDtypeStruct:
+    """The abstract output of ``fn`` on the paired inputs, checked to be ``[N, ...]``."""
+    specs = tuple(jax.ShapeDtypeStruct(x.shape, x.dtype) for x in xs)
+    out = jax.eval_shape(fn, specs)
+    return check_output(out, xs[0].shape[0], name)
+
+
+def check_output(out: Any, n: int, name: str) -> Any:
+    """Checks that one output of ``fn`` on a batch of ``n`` is an array ``[n, ...]``."""
+    if not hasattr(out, "shape") or not hasattr(out, "dtype"):
+        raise ValueError(
+            f"{name}: fn must return one array [n] or [n, C], got {type(out).__name__}"
+        )
+    if len(out.shape) == 0 or out.shape[0] != n:
+        raise ValueError(
+            f"{name}: fn returned shape {tuple(out.shape)} for a batch of n = {n} "
+            f"examples; expected [n] or [n, C] with n = {n} (one output per example)"
+        )
+    if not (jnp.issubdtype(out.dtype, jnp.number) or out.dtype == jnp.bool_):
+        raise ValueError(f"{name}: fn must return numbers, got dtype {out.dtype}")
+    return out
+
+
+def accumulation_dtype(out_dtype: Any) -> Any:
+    """float32, or float64 for float64 outputs: bf16 / f16 outputs accumulate in float32."""
+    if jnp.issubdtype(out_dtype, jnp.floating):
+        return jnp.promote_types(out_dtype, jnp.float32)
+    return jnp.dtype(jnp.float32)
+
+
+def call_flat(fn: ModelFn, xs: tuple[jax.Array, ...], n: int, dtype: Any, name: str) -> jax.Array:
+    """``fn(xs)`` for a batch of ``n``, flattened to ``[n, C]`` in the accumulation ``dtype``."""
+    out = check_output(fn(xs), n, name)
+    return jnp.reshape(out, (n, -1)).astype(dtype)  # [n, C]
+
+
+def elements_per_example(xs: Sequence[jax.Array]) -> int:
+    """Array elements one example holds across all modalities (for block sizes)."""
+    return sum(math.prod(x.shape[1:]) for x in xs)

@@ -1,0 +1,30 @@
+"""``scripts/bench.py emap --quick`` end to end: the three methods agree (no timing asserts)."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+
+def test_bench_emap_quick_methods_agree(tmp_path):
+    out = tmp_path / "emap.json"
+    command = [sys.executable, str(REPO / "scripts" / "bench.py"), "emap", "--quick"]
+    command += ["--n", "48", "--width", "16", "--hidden", "32", "--repeats", "1"]
+    command += ["--out", str(out)]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads(out.read_text())
+    assert record["benchmark"] == "emap" and record["quick"] and record["agree"]
+    assert record["platform"] == "cpu" and record["jax"] and record["flax"]
+    assert {r["dtype"] for r in record["results"]} == {"float32", "bfloat16"}
+    for result in record["results"]:
+        methods = result["methods"]
+        assert set(methods) == {"reference", "mmfuse_full", "mmfuse_factorized"}
+        tolerance = 1e-4 if result["dtype"] == "float32" else 2e-2
+        assert all(d <= tolerance for d in result["max_relative_difference"].values())
+        for timing in methods.values():  # pairs/second is N² over the median time
+            assert timing["pairs_per_second"] * timing["seconds"] == pytest.approx(48 * 48)

@@ -1,0 +1,99 @@
+"""What bad input gets: a ValueError that names the problem."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mmfuse import interactions
+from tests.interactions.fns import inputs, interacting
+
+FN = interacting((3, 2))
+XS = inputs(30, 6, (3, 2))
+
+
+def test_leading_sizes_differ():
+    with pytest.raises(ValueError, match=r"leading sizes differ.*\(6, 3\).*\(5, 2\)"):
+        interactions.emap(FN, (XS[0], XS[1][:5]))
+
+
+@pytest.mark.parametrize("bad", [(XS[0],), ()], ids=["one", "none"])
+def test_fewer_than_two_modalities(bad):
+    with pytest.raises(ValueError, match="at least two modalities"):
+        interactions.emap(lambda xs: xs[0][:, 0], bad)
+
+
+def test_a_single_array_is_not_a_sequence_of_modalities():
+    with pytest.raises(ValueError, match="sequence of M arrays"):
+        interactions.emap(FN, jnp.zeros((6, 3)))
+
+
+def test_too_few_examples():
+    with pytest.raises(ValueError, match="N >= 2"):
+        interactions.emap(FN, tuple(x[:1] for x in XS))
+
+
+def test_fn_returning_another_batch_size():
+    with pytest.raises(ValueError, match=r"fn returned shape \(5, 3\) for a batch of n = 6"):
+        interactions.emap(lambda xs: FN(xs)[:5], XS)
+    with pytest.raises(ValueError, match=r"fn returned shape \(\)"):
+        interactions.emap(lambda xs: jnp.sum(FN(xs)), XS)
+    with pytest.raises(ValueError, match="one array"):
+        interactions.emap(lambda xs: (FN(xs), FN(xs)), XS)
+
+
+def test_nonfinite_outputs_report_the_count_of_pairs():
+    n = 6
+    idx = (jnp.arange(n), jnp.arange(n))
+
+    def fn(xs):  # nan at the cross pairs (1, 2) and (4, 0): two of the 36 pairs
+        a, b = xs
+        bad = ((a == 1) & (b == 2)) | ((a == 4) & (b == 0))
+        return jnp.where(bad, jnp.nan, (a + b).astype(jnp.float32))  # [n]
+
+    with pytest.raises(ValueError, match=r"non-finite outputs .* for 2 of the 6\^2 = 36"):
+        interactions.emap(fn, idx)
+    with pytest.raises(ValueError, match=r"non-finite .* for 1 of the 6\^3 = 216"):
+        interactions.emap(
+            lambda xs: jnp.where((xs[0] == 0) & (xs[1] == 3) & (xs[2] == 5), jnp.inf, 0.0),
+            (jnp.arange(n),) * 3,
+        )
+    # under jit nothing can raise: the nan reaches the results and the count is returned
+    parts = jax.jit(lambda idx: interactions.emap_decompose(fn, idx, block_size=4))(idx)
+    assert int(parts.num_nonfinite) == 2
+    assert np.all(np.isnan(parts.projected))
+
+
+def test_nonfinite_in_monte_carlo_mode():
+    def fn(xs):
+        return jnp.where(xs[0][:, 0] > 1e9, jnp.nan, 0.0) + jnp.log(xs[1][:, 0])  # log < 0: nan
+
+    xs = (XS[0], jnp.abs(XS[1]).at[2, 0].set(-1.0))  # example 2 of modality 1 gives nan
+    with pytest.raises(ValueError, match=r"non-finite outputs .* sampled pairs"):
+        interactions.emap(fn, xs, num_samples=50, key=jax.random.key(0))
+
+
+def test_num_samples_needs_a_key():
+    with pytest.raises(ValueError, match="needs a PRNG key"):
+        interactions.emap(FN, XS, num_samples=8)
+    with pytest.raises(ValueError, match="only used in Monte-Carlo mode"):
+        interactions.emap(FN, XS, key=jax.random.key(0))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"block_size": 0}, "block_size must be an int >= 1"),
+        ({"block_size": 2.5}, "block_size must be an int >= 1"),
+        ({"num_samples": 1, "key": jax.random.key(0)}, "num_samples must be an int >= 2"),
+    ],
+)
+def test_bad_options(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        interactions.emap(FN, XS, **kwargs)
+
+
+def test_too_many_pairs_for_exact_mode_points_to_monte_carlo():
+    xs = tuple(jnp.zeros((2048, 1)) for _ in range(4))  # 2048^3 rows exceed int32
+    with pytest.raises(ValueError, match="use Monte-Carlo mode"):
+        interactions.emap(lambda xs: xs[0][:, 0], xs)

@@ -1,0 +1,21 @@
+"""The public surface of ``mmfuse.interactions``."""
+
+import mmfuse
+from mmfuse import interactions
+
+
+def test_public_names():
+    assert mmfuse.interactions is interactions
+    assert {
+        "EmapDecomposition",
+        "EmapReport",
+        "emap",
+        "emap_decompose",
+        "emap_model",
+        "emap_report",
+        "metrics",
+        "model_fn",
+        "rank_interactions",
+    } == set(interactions.__all__)
+    assert all(hasattr(interactions, name) for name in interactions.__all__)
+    assert interactions.metrics.NAMES == ("accuracy", "auc", "mse")
