@@ -1,7 +1,7 @@
 """mmfuse: multimodal fusion operators, models and interaction measures in JAX / Flax NNX."""
 
-from mmfuse import fusion, models
+from mmfuse import data, fusion, interactions, models
 
 __version__ = "0.1.0"
 
-__all__ = ["fusion", "models"]
+__all__ = ["data", "fusion", "interactions", "models"]
