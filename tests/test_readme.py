@@ -29,4 +29,3 @@ def test_emap_example_shows_the_xor_model_losing_its_accuracy(tmp_path, monkeypa
     report = run(BLOCKS[1])["report"]
     assert report.original >= 0.95
     assert report.projected <= 0.6
-
