@@ -13,12 +13,11 @@ from mmfuse.models._checks import check_tokens
 from mmfuse.models.transformers.layers import (
     EMBED_INIT,
     POOLS,
-    POSITIONS,
-    TokenEmbedding,
     TransformerBlock,
     broadcast_token,
     check_transformer_sizes,
     masked_mean,
+    token_embeddings,
 )
 
 
@@ -100,15 +99,11 @@ class BottleneckFusion(nnx.Module):
             )
         self.fusion_layer = fusion_layer
         self.pool = check_choice(pool, POOLS, "pool", name)
-        check_choice(positions, POSITIONS, "positions", name)
         self.max_len = max_len
         self.pad_value = pad_value
         num_modalities = len(self.in_dims)
-        self.embed = nnx.List(
-            [
-                TokenEmbedding(d, d_model, max_len=max_len, positions=positions, rngs=rngs)
-                for d in self.in_dims
-            ]
+        self.embed = token_embeddings(
+            self.in_dims, d_model, max_len=max_len, positions=positions, name=name, rngs=rngs
         )
         if pool == "cls":
             self.cls_tokens = nnx.Param(EMBED_INIT(rngs.params(), (num_modalities, d_model)))

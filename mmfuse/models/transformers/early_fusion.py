@@ -13,12 +13,11 @@ from mmfuse.models._checks import check_tokens
 from mmfuse.models.transformers.layers import (
     EMBED_INIT,
     POOLS,
-    POSITIONS,
-    TokenEmbedding,
     TransformerBlock,
     broadcast_token,
     check_transformer_sizes,
     masked_mean,
+    token_embeddings,
 )
 
 
@@ -73,14 +72,10 @@ class EarlyFusionTransformer(nnx.Module):
         self.in_dims, self.out_dim = check_dims(in_dims, out_dim, name)
         check_transformer_sizes(d_model, num_heads, num_layers, mlp_dim, max_len, name)
         self.pool = check_choice(pool, POOLS, "pool", name)
-        check_choice(positions, POSITIONS, "positions", name)
         self.max_len = max_len
         self.pad_value = pad_value
-        self.embed = nnx.List(
-            [
-                TokenEmbedding(d, d_model, max_len=max_len, positions=positions, rngs=rngs)
-                for d in self.in_dims
-            ]
+        self.embed = token_embeddings(
+            self.in_dims, d_model, max_len=max_len, positions=positions, name=name, rngs=rngs
         )
         self.modality_embedding = nnx.Param(EMBED_INIT(rngs.params(), (len(self.in_dims), d_model)))
         if pool == "cls":

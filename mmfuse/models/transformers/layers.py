@@ -97,6 +97,25 @@ class TokenEmbedding(nnx.Module):
         return self.project(x) + pos
 
 
+def token_embeddings(
+    in_dims: tuple[int, ...],
+    d_model: int,
+    *,
+    max_len: int,
+    positions: str,
+    name: str,
+    rngs: nnx.Rngs,
+) -> nnx.List:
+    """One ``TokenEmbedding`` per modality (``[B, T_m, d_m] -> [B, T_m, d_model]``)."""
+    check_choice(positions, POSITIONS, "positions", name)
+    return nnx.List(
+        [
+            TokenEmbedding(d, d_model, max_len=max_len, positions=positions, rngs=rngs)
+            for d in in_dims
+        ]
+    )
+
+
 class SelfAttention(nnx.Module):
     """Multi-head self-attention over ``[B, T, D]`` that ignores padded keys.
 
