@@ -1,0 +1,323 @@
+"""What the trainers share: config sections unpacked into data, models, optimizers, losses.
+
+The library never reads a config; these functions are where the experiments turn config
+values into keyword arguments of ``mmfuse`` calls.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+
+from mmfuse import data, fusion, interactions, models
+
+MODEL_KINDS = ("intermediate", "early", "late", "raw")
+SCHEDULES = ("constant", "cosine", "warmup_cosine")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+
+
+def plain(value: Any) -> Any:
+    """A ConfigDict (or any nested value) as plain dicts, lists and scalars."""
+    if isinstance(value, ml_collections.ConfigDict):
+        value = value.to_dict()
+    if isinstance(value, Mapping):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain(v) for v in value)
+    return value
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """A dataset's splits in memory and what is predicted.
+
+    Attributes:
+      name: the dataset's catalogue name.
+      modalities: the modality keys, in order.
+      splits: ``{split: {modality: [N, ...], ..., "label": [N]}}``.
+      num_classes: the number of classes, or ``None`` for a regression target.
+    """
+
+    name: str
+    modalities: tuple[str, ...]
+    splits: dict[str, dict[str, np.ndarray]]
+    num_classes: int | None
+
+    @property
+    def num_outputs(self) -> int:
+        return 1 if self.num_classes is None else self.num_classes
+
+    @property
+    def metric(self) -> str:
+        """The headline metric: accuracy for classes, MSE for a regression target."""
+        return "mse" if self.num_classes is None else "accuracy"
+
+    def inputs(self, split: str) -> tuple[np.ndarray, ...]:
+        return tuple(self.splits[split][m] for m in self.modalities)
+
+    def shapes(self) -> tuple[tuple[int, ...], ...]:
+        """Per-example shapes ``(..., d_m)`` of the modalities."""
+        first = next(iter(self.splits.values()))
+        return tuple(first[m].shape[1:] for m in self.modalities)
+
+
+def load_task(
+    name: str,
+    *,
+    splits: Sequence[str] = ("train", "validation", "test"),
+    options: Mapping[str, Any] | None = None,
+    data_dir: str | None = None,
+    modalities: Sequence[str] | None = None,
+) -> Task:
+    """Loads ``splits`` of dataset ``name`` (built on first use) into memory.
+
+    ``modalities`` keeps a subset of the stored modalities (e.g. two views of
+    ``uci_mfeat``), in the order given.
+    """
+    options = dict(options or {})
+    loaded = {
+        s: data.load(name, s, data_dir=data_dir or None, **options) for s in dict.fromkeys(splits)
+    }
+    stored = tuple(k for k in next(iter(loaded.values())) if k != "label")
+    if modalities:
+        missing = [m for m in modalities if m not in stored]
+        if missing:
+            raise ValueError(
+                f"{name}: no modality {', '.join(missing)}; its modalities: {', '.join(stored)}"
+            )
+        keep = tuple(modalities)
+    else:
+        keep = stored
+    splits_out = {
+        s: {**{m: arrays[m] for m in keep}, "label": arrays["label"]}
+        for s, arrays in loaded.items()
+    }
+    labels = np.concatenate([arrays["label"] for arrays in loaded.values()])
+    num_classes = int(labels.max()) + 1 if np.issubdtype(labels.dtype, np.integer) else None
+    return Task(name, keep, splits_out, num_classes)
+
+
+def task_from_config(cfg: ml_collections.ConfigDict, splits: Sequence[str]) -> Task:
+    """``load_task`` from a config's ``data`` section (name, options, data_dir, modalities)."""
+    return load_task(
+        cfg.name,
+        splits=splits,
+        options=plain(cfg.get("options", {})),
+        data_dir=cfg.get("data_dir"),
+        modalities=tuple(cfg.get("modalities", ()) or ()),
+    )
+
+
+# --------------------------------------------------------------------------- models
+
+
+def _encoder(shape: Sequence[int], hidden: Sequence[int], width: int, rngs: nnx.Rngs) -> nnx.Module:
+    if len(shape) == 2:  # [T, d]: a recurrent encoder pooled over time
+        return models.SequenceEncoder(shape[-1], width, rngs=rngs)
+    return models.MLP(shape[-1], tuple(hidden), width, rngs=rngs)
+
+
+def build_model(
+    kind: str,
+    shapes: Sequence[Sequence[int]],
+    num_outputs: int,
+    *,
+    seed: int,
+    fusion_name: str = "tensor",
+    fusion_options: Mapping[str, Any] | None = None,
+    encoder_hidden: Sequence[int] = (32,),
+    encoder_dim: int = 16,
+    fused_dim: int = 32,
+    head_hidden: Sequence[int] = (32,),
+    late_combine: str = "mean",
+) -> nnx.Module:
+    """One of the classic fusion stages around ``mmfuse`` operators.
+
+    Args:
+      kind: ``"intermediate"`` (encoder per modality -> ``fusion_name`` -> MLP head),
+        ``"early"`` (the concatenated raw features -> one MLP: the ``nonlinear``
+        operator), ``"late"`` (an MLP predictor per modality, predictions combined by
+        ``late_combine``), or ``"raw"`` (the operator maps the raw modalities straight to
+        the outputs, so only its equation can combine them).
+      shapes: per-example shapes of the M modalities, ``(d_m,)`` or ``(T, d_m)``.
+      num_outputs: C.
+      seed: initialization seed.
+    """
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"model.kind: unknown kind {kind!r}; kinds: {', '.join(MODEL_KINDS)}")
+    rngs = nnx.Rngs(seed)
+    options = dict(fusion_options or {})
+    dims = tuple(s[-1] for s in shapes)
+    if kind == "raw":
+        if any(len(s) != 1 for s in shapes):
+            raise ValueError(f"model.kind='raw' needs vector modalities, got shapes {shapes}")
+        return fusion.create(fusion_name, dims, num_outputs, rngs=rngs, **options)
+    if kind == "late":
+        predictors = [_encoder(s, encoder_hidden, num_outputs, rngs) for s in shapes]
+        return models.LateFusion(predictors, combine=late_combine)
+    head = models.MLP(fused_dim, tuple(head_hidden), num_outputs, rngs=rngs)
+    if kind == "early":
+        if any(len(s) != 1 for s in shapes):
+            raise ValueError(f"model.kind='early' needs vector modalities, got shapes {shapes}")
+        op = fusion.create("nonlinear", dims, fused_dim, rngs=rngs, **options)
+        return models.FusionModel([None] * len(dims), op, head)
+    encoders = [_encoder(s, encoder_hidden, encoder_dim, rngs) for s in shapes]
+    op = fusion.create(fusion_name, (encoder_dim,) * len(dims), fused_dim, rngs=rngs, **options)
+    return models.FusionModel(encoders, op, head)
+
+
+def model_from_config(cfg: ml_collections.ConfigDict, task: Task, seed: int) -> nnx.Module:
+    return build_model(
+        cfg.kind,
+        task.shapes(),
+        task.num_outputs,
+        seed=seed,
+        fusion_name=cfg.fusion,
+        fusion_options=plain(cfg.get("fusion_options", {})),
+        encoder_hidden=tuple(cfg.encoder_hidden),
+        encoder_dim=cfg.encoder_dim,
+        fused_dim=cfg.fused_dim,
+        head_hidden=tuple(cfg.head_hidden),
+        late_combine=cfg.get("late_combine", "mean"),
+    )
+
+
+def is_stochastic(model: nnx.Module) -> bool:
+    """Whether the model's fusion operator samples (hard gates) and takes ``key=``."""
+    op = getattr(model, "fusion", model)
+    return bool(getattr(op, "stochastic", False))
+
+
+def count_params(model: nnx.Module) -> int:
+    return int(sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param))))
+
+
+# --------------------------------------------------------------------------- optimization
+
+
+def build_optimizer(
+    name: str,
+    learning_rate: float,
+    num_steps: int,
+    *,
+    schedule: str = "constant",
+    warmup_steps: int = 0,
+    weight_decay: float = 0.0,
+    clip_norm: float | None = None,
+) -> optax.GradientTransformation:
+    """An optax optimizer with a learning-rate schedule and optional gradient clipping."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"optim.schedule: unknown {schedule!r}; schedules: {', '.join(SCHEDULES)}")
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optim.name: unknown {name!r}; optimizers: {', '.join(OPTIMIZERS)}")
+    if schedule == "constant":
+        lr: Any = learning_rate
+    elif schedule == "cosine":
+        lr = optax.cosine_decay_schedule(learning_rate, num_steps)
+    else:
+        lr = optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup_steps, num_steps)
+    if name == "adam":
+        opt = optax.adam(lr)
+    elif name == "adamw":
+        opt = optax.adamw(lr, weight_decay=weight_decay)
+    else:
+        opt = optax.sgd(lr, momentum=0.9)
+    return opt if not clip_norm else optax.chain(optax.clip_by_global_norm(clip_norm), opt)
+
+
+def optimizer_from_config(
+    cfg: ml_collections.ConfigDict, num_steps: int
+) -> optax.GradientTransformation:
+    return build_optimizer(
+        cfg.name,
+        cfg.learning_rate,
+        num_steps,
+        schedule=cfg.schedule,
+        warmup_steps=cfg.get("warmup_steps", 0),
+        weight_decay=cfg.get("weight_decay", 0.0),
+        clip_norm=cfg.get("clip_norm"),
+    )
+
+
+def make_objective(task: Task, stochastic: bool = False):
+    """``(loss_fn, evaluate)`` for ``mmfuse.train.fit`` on ``task``.
+
+    Classification: softmax cross-entropy; evaluation reports ``loss`` and ``accuracy``.
+    Regression: mean squared error on the single output; ``loss``, ``mse`` and ``mae``.
+    """
+    modalities = task.modalities
+
+    def outputs(model, batch, key=None):
+        xs = tuple(batch[m] for m in modalities)
+        return model(xs, key=key) if (stochastic and key is not None) else model(xs)
+
+    def loss_of(out, labels):
+        if task.num_classes is None:
+            return jnp.mean(jnp.square(out[..., 0] - labels))
+        return optax.softmax_cross_entropy_with_integer_labels(out, labels).mean()
+
+    def loss_fn(model, batch, key):
+        return loss_of(outputs(model, batch, key), batch["label"])
+
+    def evaluate(model, batch):
+        out = outputs(model, batch)
+        labels = batch["label"]
+        scores = {"loss": loss_of(out, labels)}
+        if task.num_classes is None:
+            scores["mse"] = scores["loss"]
+            scores["mae"] = jnp.mean(jnp.abs(out[..., 0] - labels))
+        else:
+            scores["accuracy"] = jnp.mean(jnp.argmax(out, axis=-1) == labels)
+        return scores
+
+    return loss_fn, evaluate
+
+
+def monitor_for(task: Task) -> tuple[str, str]:
+    """The validation metric that selects the best step, and whether higher is better."""
+    return ("loss", "min") if task.num_classes is None else ("accuracy", "max")
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def test_metrics(model: nnx.Module, task: Task, split: str = "test") -> dict[str, float]:
+    """The evaluation metrics of ``model`` on a whole split."""
+    _, evaluate = make_objective(task)
+    pure = models.as_pure(model)
+    batch = task.splits[split]
+    scores = jax.jit(lambda p, b: evaluate(nnx.merge(pure.graphdef, p), b))(pure.params, batch)
+    return {k: float(v) for k, v in scores.items()}
+
+
+def emap_scores(
+    model: nnx.Module, task: Task, split: str = "test", *, max_examples: int | None = None
+) -> dict[str, Any]:
+    """The model's headline metric, its EMAP projection's, and each unimodal marginal's.
+
+    Accuracy for class logits, MSE for a regression output ``[N, 1]``; at most
+    ``max_examples`` examples of the split (EMAP costs N^M head evaluations).
+    """
+    xs = task.inputs(split)
+    labels = task.splits[split]["label"]
+    if max_examples is not None and labels.shape[0] > max_examples:
+        xs, labels = tuple(x[:max_examples] for x in xs), labels[:max_examples]
+    report = interactions.emap_report(model, xs, labels, metric=task.metric)
+    return {
+        "metric": task.metric,
+        "original": float(report.original),
+        "projected": float(report.projected),
+        "marginals": [float(v) for v in report.marginals],
+        "num_examples": int(labels.shape[0]),
+    }

@@ -1,0 +1,84 @@
+"""Runs one experiment from a config file.
+
+    python -m experiments.main --config=configs/quickstart.py --workdir=/tmp/mmfuse/quickstart
+    python -m experiments.main --config=configs/supervised.py:tensor --workdir=... \
+        --config.train.num_steps=500 --config.seed=1
+
+The config file's ``get_config(arg)`` returns an ``ml_collections.ConfigDict`` whose
+``trainer`` names a module of ``experiments`` with ``train_and_evaluate(config, workdir)``.
+The config is locked: an unknown key or a value of the wrong type on the command line
+stops the run with an error that names the key. Rerunning the same command on the same
+workdir resumes the run; a workdir holding a run of another config is refused unless
+``--config.resume=False``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file (a .py file with get_config).", lock_config=True
+)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Folder for the run's outputs.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def trainer_module(name: str):
+    """The ``experiments.<name>`` module, checked to define ``train_and_evaluate``."""
+    try:
+        module = importlib.import_module(f"experiments.{name}")
+    except ModuleNotFoundError as error:
+        if error.name != f"experiments.{name}":
+            raise
+        raise ValueError(f"config.trainer: no trainer module experiments.{name}") from None
+    if not callable(getattr(module, "train_and_evaluate", None)):
+        raise ValueError(f"config.trainer: experiments.{name} has no train_and_evaluate")
+    return module
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with a one-line error naming a bad ``--config.*`` override."""
+    try:
+        return flags.FLAGS(argv)
+    except (AttributeError, KeyError) as error:
+        # ml_collections reports an unknown key of a locked config by its last name only.
+        name = str(error).strip("\"'")
+        given = [
+            arg.split("=")[0].lstrip("-")
+            for arg in argv[1:]
+            if arg.startswith("--config.") and name in arg.split("=")[0].split(".")
+        ]
+        where = f" (in --{given[0]})" if given else ""
+        sys.exit(f"error: unknown config key {name!r}{where}; the config is locked")
+    except (TypeError, ValueError, flags.Error) as error:
+        sys.exit(f"error: bad flag or config override: {error}")
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if not flags.FLAGS["verbosity"].present:  # library INFO logs only when asked for
+        logging.set_verbosity(logging.WARNING)
+    config = _CONFIG.value
+    import jax
+
+    from mmfuse import train
+
+    logging.info("jax %s, devices %s", jax.__version__, jax.devices())
+    try:
+        trainer = trainer_module(config.trainer)
+        trainer.train_and_evaluate(config, _WORKDIR.value)
+    except (ValueError, train.NonFiniteLossError, train.WorkdirConflictError) as error:
+        # A clear message and a non-zero exit rather than a traceback for bad input,
+        # a refused workdir or a diverged run; the checkpoints stay as they were.
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=parse_flags)

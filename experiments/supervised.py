@@ -1,0 +1,86 @@
+"""Trains one fusion model on one dataset; reports test metrics and the model's EMAP.
+
+``train_and_evaluate(config, workdir)`` writes ``config.json``, ``metrics.jsonl``,
+``checkpoints/``, ``results.json`` and ``plots/{learning_curves,emap}.png``. Rerunning
+it on the same workdir resumes from the newest checkpoint and ends with the same
+``results.json`` as an uninterrupted run (timings go to ``metrics.jsonl`` only).
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import ml_collections
+
+from experiments import _common, _plots
+from mmfuse import train
+
+
+def run_config(config: ml_collections.ConfigDict):
+    """The task, model and ``fit`` keyword arguments a config describes."""
+    task = _common.task_from_config(config.data, ("train", "validation", "test"))
+    model = _common.model_from_config(config.model, task, config.seed)
+    steps = config.train.num_steps
+    loss_fn, evaluate = _common.make_objective(task, _common.is_stochastic(model))
+    monitor, mode = _common.monitor_for(task)
+    fit_kwargs = dict(
+        optimizer=_common.optimizer_from_config(config.optim, steps),
+        num_steps=steps,
+        batch_size=config.train.batch_size,
+        seed=config.seed,
+        evaluate=evaluate,
+        eval_data=task.splits["validation"],
+        eval_every=config.train.eval_every,
+        monitor=monitor,
+        mode=mode,
+        patience=config.train.get("patience"),
+        checkpoint_every=config.train.checkpoint_every,
+        log_every=config.train.log_every,
+    )
+    return task, model, loss_fn, fit_kwargs
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Trains ``config.model`` on ``config.data``; returns (and writes) the results."""
+    workdir = pathlib.Path(workdir)
+    train.prepare_workdir(workdir, config.to_dict(), resume=config.resume, ignore=("resume",))
+    task, model, loss_fn, fit_kwargs = run_config(config)
+    optimizer = fit_kwargs.pop("optimizer")
+    result = train.fit(
+        model, loss_fn, optimizer, task.splits["train"], workdir=workdir, **fit_kwargs
+    )
+    if result.step_seconds is not None:
+        train.MetricWriter(workdir / "metrics.jsonl", resume_step=result.step).write(
+            result.step, **{"train/step_seconds": result.step_seconds}
+        )
+    results = {
+        "dataset": task.name,
+        "model": _common.plain(config.model),
+        "params": _common.count_params(result.model),
+        "steps": result.step,
+        "best_step": result.best_step,
+        "stopped_early": result.stopped_early,
+        "validation": {"best": result.best_metric},
+        "test": _common.test_metrics(result.model, task),
+    }
+    if config.emap.enabled:
+        results["emap"] = _common.emap_scores(
+            result.model, task, max_examples=config.emap.max_examples
+        )
+    train.write_json(workdir / "results.json", results)
+    _plots.learning_curves(
+        train.read_metrics(workdir / "metrics.jsonl"),
+        workdir / "plots" / "learning_curves.png",
+        title=f"{config.model.kind}/{config.model.fusion} on {task.name}",
+    )
+    if "emap" in results:
+        emap = results["emap"]
+        _plots.emap_bars(
+            [task.name],
+            [emap["original"]],
+            [emap["projected"]],
+            workdir / "plots" / "emap.png",
+            metric=emap["metric"],
+            title=f"{config.model.kind}/{config.model.fusion}: model vs its EMAP projection",
+        )
+    return results

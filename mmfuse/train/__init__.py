@@ -1,0 +1,30 @@
+"""Shared plumbing of the experiments: training loop, checkpoints, metric files, workdirs.
+
+Not imported by ``import mmfuse`` (it needs orbax); trainers import ``mmfuse.train``.
+
+- ``fit``: one jitted train step with donated state, periodic evaluation, early
+  stopping, a progress bar, and exact resume from the newest checkpoint;
+- ``EpochSampler``: seeded batches whose order is a function of the step alone;
+- ``Checkpointer``: orbax checkpoints of ``(state, meta)`` (the only orbax import);
+- ``MetricWriter`` / ``read_metrics``: ``metrics.jsonl``;
+- ``prepare_workdir`` / ``write_json``: a run's folder and its recorded configuration.
+"""
+
+from mmfuse.train.checkpoint import Checkpointer
+from mmfuse.train.loop import FitResult, NonFiniteLossError, fit
+from mmfuse.train.metrics import MetricWriter, read_metrics
+from mmfuse.train.sampler import EpochSampler
+from mmfuse.train.workdir import WorkdirConflictError, prepare_workdir, write_json
+
+__all__ = [
+    "Checkpointer",
+    "EpochSampler",
+    "FitResult",
+    "MetricWriter",
+    "NonFiniteLossError",
+    "WorkdirConflictError",
+    "fit",
+    "prepare_workdir",
+    "read_metrics",
+    "write_json",
+]

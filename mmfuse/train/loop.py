@@ -1,0 +1,316 @@
+"""``fit``: one jitted train step with donated state, evaluation, early stopping, resume."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import pathlib
+import statistics
+import sys
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from mmfuse.train.checkpoint import Checkpointer
+from mmfuse.train.metrics import MetricWriter
+from mmfuse.train.sampler import EpochSampler
+
+PathLike = str | os.PathLike
+Batch = Mapping[str, Any]
+LossFn = Callable[[nnx.Module, Batch, jax.Array], jax.Array | tuple[jax.Array, dict[str, Any]]]
+EvalFn = Callable[[nnx.Module, Batch], dict[str, jax.Array]]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; the checkpoints hold only earlier steps."""
+
+    def __init__(self, step: int, last_checkpoint: int | None, directory: str | None):
+        self.step = step
+        self.last_checkpoint = last_checkpoint
+        where = (
+            f"the last good checkpoint is step {last_checkpoint} in {directory}"
+            if last_checkpoint is not None
+            else "no checkpoint was written before it"
+        )
+        super().__init__(f"training loss became non-finite at step {step}; {where}")
+
+
+@dataclasses.dataclass
+class FitResult:
+    """What ``fit`` returns.
+
+    Attributes:
+      model: the model with the selected parameters (the best evaluation's when
+        ``evaluate`` and ``monitor`` are given, else the last step's).
+      params: those parameters (``nnx.State``).
+      step: the number of train steps taken.
+      best_step: the step whose parameters were selected.
+      best_metric: the monitored validation metric at ``best_step`` (or ``None``).
+      stopped_early: whether patience ran out before ``num_steps``.
+      step_seconds: median wall-clock seconds of a train step, measured over the
+        logging intervals after the first (which compiles); ``None`` if too few steps
+        ran in this process (e.g. a resumed run that was already finished).
+    """
+
+    model: nnx.Module
+    params: nnx.State
+    step: int
+    best_step: int
+    best_metric: float | None
+    stopped_early: bool
+    step_seconds: float | None
+
+
+def _tree_where(condition: jax.Array, new: Any, old: Any) -> Any:
+    return jax.tree.map(lambda a, b: jnp.where(condition, a, b), new, old)
+
+
+def fit(
+    model: nnx.Module,
+    loss_fn: LossFn,
+    optimizer: optax.GradientTransformation,
+    train_data: Batch,
+    *,
+    num_steps: int,
+    batch_size: int,
+    seed: int = 0,
+    evaluate: EvalFn | None = None,
+    eval_data: Batch | None = None,
+    eval_every: int | None = None,
+    monitor: str | None = None,
+    mode: str = "min",
+    patience: int | None = None,
+    workdir: PathLike | None = None,
+    checkpoint_every: int | None = None,
+    log_every: int = 100,
+    progress: bool = True,
+    description: str = "train",
+) -> FitResult:
+    """Trains ``model`` on in-memory arrays; resumes from ``workdir``'s newest checkpoint.
+
+    The model is split into ``(graphdef, params, rest)`` (``nnx.Param`` leaves are
+    trained, other variables are carried unchanged) and one ``jax.jit`` train step, with
+    the train state donated, computes the loss, its gradient and the optimizer update.
+    Batch ``s`` and the random key of step ``s`` are functions of ``(seed, s)`` only
+    (``EpochSampler``; ``fold_in(key(seed), s)``), and the checkpoint holds the
+    parameters, optimizer state, best parameters so far and early-stopping state. A
+    rerun with the same arguments therefore continues from the newest checkpoint and
+    finishes exactly as an uninterrupted run would; a finished run returns at once.
+
+    A step whose loss is NaN or infinite leaves the parameters unchanged; the next
+    logging, evaluation or checkpoint boundary raises ``NonFiniteLossError`` naming the
+    step, without writing a checkpoint, so the newest checkpoint is the last good one.
+
+    Args:
+      model: an NNX module (parameters are taken from it, it is not modified).
+      loss_fn: ``loss_fn(model, batch, key) -> loss`` or ``(loss, aux)``, a scalar to
+        minimize on a batch ``{key: [B, ...]}`` (``key``: a fresh PRNG key for the step,
+        for dropout or stochastic gates).
+      optimizer: an optax transformation (schedules and clipping included).
+      train_data: ``{key: [N, ...]}`` arrays sharing N.
+      num_steps: total train steps.
+      batch_size: B (each epoch drops its last ``N % B`` examples).
+      seed: seeds the batch order and the step keys.
+      evaluate: ``evaluate(model, eval_data) -> {name: scalar}``, jitted, run every
+        ``eval_every`` steps and at the end.
+      eval_data: the validation arrays passed to ``evaluate``.
+      eval_every: steps between evaluations (default: ``num_steps``, once at the end).
+      monitor: the ``evaluate`` key that selects the best parameters and drives early
+        stopping; ``None`` keeps the last parameters.
+      mode: ``"min"`` or ``"max"``: whether lower or higher ``monitor`` is better.
+      patience: stop after this many evaluations without improvement (``None``: never).
+      workdir: where ``checkpoints/`` and ``metrics.jsonl`` go; ``None`` writes nothing.
+      checkpoint_every: steps between checkpoints (default: ``eval_every``); a
+        checkpoint is also written at the end.
+      log_every: steps between ``train/loss`` records (the mean over the interval).
+      progress: show a progress bar when stderr is a terminal.
+      description: the progress bar's label.
+
+    Returns:
+      A ``FitResult``.
+    """
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    if mode not in ("min", "max"):
+        raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+    if monitor is not None and evaluate is None:
+        raise ValueError(f"monitor={monitor!r} needs an evaluate function")
+    if evaluate is not None and eval_data is None:
+        raise ValueError("evaluate needs eval_data")
+    sizes = {key: np.shape(value)[0] for key, value in train_data.items()}
+    if len(set(sizes.values())) != 1:
+        raise ValueError(f"train_data arrays must share their first dimension, got {sizes}")
+    eval_every = num_steps if eval_every is None else eval_every
+    checkpoint_every = eval_every if checkpoint_every is None else checkpoint_every
+    for name, value in (
+        ("eval_every", eval_every),
+        ("checkpoint_every", checkpoint_every),
+        ("log_every", log_every),
+    ):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    sign = 1.0 if mode == "min" else -1.0
+
+    sampler = EpochSampler(next(iter(sizes.values())), batch_size, seed)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    base_key = jax.random.key(seed)
+
+    def init_state() -> dict[str, Any]:
+        # Copies: the state is donated to the train step, and must not alias the
+        # caller's model or itself.
+        return {
+            "step": jnp.zeros((), jnp.int32),
+            "params": jax.tree.map(jnp.copy, params),
+            "opt_state": optimizer.init(params),
+            "best_params": jax.tree.map(jnp.copy, params),
+            "loss_sum": jnp.zeros((), jnp.float32),
+            "nan_step": jnp.full((), -1, jnp.int32),
+        }
+
+    def compute_loss(p: nnx.State, batch: Batch, key: jax.Array) -> tuple[jax.Array, Any]:
+        out = loss_fn(nnx.merge(graphdef, p, rest), batch, key)
+        loss, aux = out if isinstance(out, tuple) else (out, {})
+        return loss, aux
+
+    def train_step(state: dict[str, Any], batch: Batch) -> dict[str, Any]:
+        key = jax.random.fold_in(base_key, state["step"])
+        (loss, _), grads = jax.value_and_grad(compute_loss, has_aux=True)(
+            state["params"], batch, key
+        )
+        updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
+        new_params = optax.apply_updates(state["params"], updates)
+        finite = jnp.isfinite(loss)
+        first_bad = (state["nan_step"] < 0) & ~finite
+        return {
+            **state,
+            "step": state["step"] + 1,
+            "params": _tree_where(finite, new_params, state["params"]),
+            "opt_state": _tree_where(finite, opt_state, state["opt_state"]),
+            "loss_sum": state["loss_sum"] + jnp.where(finite, loss, 0.0),
+            "nan_step": jnp.where(first_bad, state["step"], state["nan_step"]),
+        }
+
+    jit_step = jax.jit(train_step, donate_argnums=0)
+    jit_eval = (
+        None
+        if evaluate is None
+        else jax.jit(lambda p, data: evaluate(nnx.merge(graphdef, p, rest), data))
+    )
+
+    checkpointer = None if workdir is None else Checkpointer(pathlib.Path(workdir) / "checkpoints")
+    meta: dict[str, Any] = {"best_step": 0, "best_metric": None, "bad_evals": 0, "done": False}
+    state = None
+    if checkpointer is not None and checkpointer.latest_step() is not None:
+        state, meta = checkpointer.restore(jax.eval_shape(init_state))
+    if state is None:
+        state = init_state()
+    start = int(state["step"])
+    writer = (
+        None
+        if workdir is None
+        else MetricWriter(
+            pathlib.Path(workdir) / "metrics.jsonl", resume_step=start if start else None
+        )
+    )
+
+    def check_finite() -> None:
+        bad = int(state["nan_step"])
+        if bad >= 0:
+            last = None if checkpointer is None else checkpointer.latest_step()
+            raise NonFiniteLossError(
+                bad, last, None if checkpointer is None else checkpointer.directory
+            )
+
+    interval_seconds: list[float] = []
+    bar = _progress_bar(num_steps, start, description, progress and not meta["done"])
+    step = start
+    last_log, last_time = start, time.perf_counter()
+    try:
+        while step < num_steps and not meta["done"]:
+            state = jit_step(state, sampler.batch(train_data, step))
+            step += 1
+            bar.update(1)
+            is_last = step == num_steps
+            evaluating = jit_eval is not None and (step % eval_every == 0 or is_last)
+            saving = checkpointer is not None and (step % checkpoint_every == 0 or is_last)
+            if step % log_every == 0 or evaluating or saving or is_last:
+                check_finite()
+                mean_loss = float(state["loss_sum"]) / (step - last_log)
+                now = time.perf_counter()
+                if last_log > start:  # the first interval includes compilation
+                    interval_seconds.append((now - last_time) / (step - last_log))
+                last_log, last_time = step, now
+                state = {**state, "loss_sum": jnp.zeros((), jnp.float32)}
+                if writer is not None:
+                    writer.write(step, **{"train/loss": mean_loss})
+                bar.set_postfix(loss=f"{mean_loss:.4g}", refresh=False)
+            if evaluating:
+                scores = {k: float(v) for k, v in jit_eval(state["params"], eval_data).items()}
+                if writer is not None:
+                    writer.write(step, **{f"eval/{k}": v for k, v in scores.items()})
+                if monitor is not None:
+                    if monitor not in scores:
+                        raise KeyError(
+                            f"monitor {monitor!r} is not among the evaluated metrics "
+                            f"{sorted(scores)}"
+                        )
+                    value = scores[monitor]
+                    best = meta["best_metric"]
+                    if math.isfinite(value) and (best is None or sign * value < sign * best):
+                        meta = {**meta, "best_metric": value, "best_step": step, "bad_evals": 0}
+                        state = {**state, "best_params": jax.tree.map(jnp.copy, state["params"])}
+                    else:
+                        meta = {**meta, "bad_evals": meta["bad_evals"] + 1}
+                        if patience is not None and meta["bad_evals"] >= patience:
+                            meta = {**meta, "done": True}
+                            saving = checkpointer is not None
+            if is_last:
+                meta = {**meta, "done": True}
+            if saving:
+                checkpointer.save(step, state, meta)
+    finally:
+        bar.close()
+        if checkpointer is not None:
+            checkpointer.close()
+
+    stopped_early = bool(meta["done"]) and int(state["step"]) < num_steps
+    if monitor is None:
+        chosen, best_step = state["params"], int(state["step"])
+    else:
+        chosen, best_step = state["best_params"], int(meta["best_step"])
+    return FitResult(
+        model=nnx.merge(graphdef, chosen, rest),
+        params=chosen,
+        step=int(state["step"]),
+        best_step=best_step,
+        best_metric=meta["best_metric"],
+        stopped_early=stopped_early,
+        step_seconds=statistics.median(interval_seconds) if interval_seconds else None,
+    )
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def set_postfix(self, **kwargs: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress_bar(total: int, initial: int, description: str, enabled: bool) -> Any:
+    """A tqdm bar on an interactive terminal (process 0), else nothing."""
+    if not (enabled and sys.stderr.isatty() and jax.process_index() == 0):
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=description, dynamic_ncols=True)
