@@ -1,0 +1,105 @@
+"""The entry point: locked configs, refused workdirs, NaN stops, and exact resume after SIGKILL."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.experiments.conftest import REPO_ROOT, run_main
+
+# A short supervised run that checkpoints often.
+SHORT = (
+    "--config=configs/supervised.py:low_rank_tensor",
+    "--config.train.num_steps=400",
+    "--config.train.eval_every=50",
+    "--config.train.checkpoint_every=50",
+    "--config.train.log_every=25",
+    "--config.emap.max_examples=300",
+)
+
+
+def test_unknown_config_key_exits_non_zero_naming_it(tmp_path, data_dir):
+    out = run_main(
+        *SHORT, "--config.train.learning_rat=0.1", f"--workdir={tmp_path}", data_dir=data_dir
+    )
+    assert out.returncode != 0
+    assert "unknown config key 'learning_rat'" in out.stderr
+    assert "--config.train.learning_rat" in out.stderr
+
+
+def test_wrong_type_exits_non_zero_naming_the_key(tmp_path, data_dir):
+    out = run_main(
+        *SHORT, "--config.train.num_steps=ten", f"--workdir={tmp_path}", data_dir=data_dir
+    )
+    assert out.returncode != 0
+    assert "config.train.num_steps" in out.stderr
+
+
+def test_workdir_of_another_config_is_refused_unless_resume_is_false(tmp_path, data_dir):
+    (tmp_path / "config.json").write_text(json.dumps({"trainer": "supervised", "seed": 7}))
+    out = run_main(*SHORT, "--config.train.num_steps=2", f"--workdir={tmp_path}", data_dir=data_dir)
+    assert out.returncode == 1
+    assert "holds a run with a different configuration" in out.stderr
+    assert "seed: 7 -> 0" in out.stderr
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_nan_loss_stops_and_says_at_which_step(tmp_path, data_dir):
+    out = run_main(
+        *SHORT,
+        "--config.optim.learning_rate=1e30",
+        "--config.optim.clip_norm=0.0",
+        "--config.optim.schedule=constant",
+        f"--workdir={tmp_path}",
+        data_dir=data_dir,
+    )
+    assert out.returncode == 1, out.stderr[-2000:]
+    assert "training loss became non-finite at step" in out.stderr
+    assert not (tmp_path / "results.json").exists()
+
+
+def _start(workdir, data_dir, log):
+    env = {**os.environ, "TFDS_DATA_DIR": str(data_dir), "JAX_PLATFORMS": "cpu"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "experiments.main", *SHORT, f"--workdir={workdir}"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+    )
+
+
+def test_sigkill_after_the_first_checkpoint_then_resume_gives_identical_results(tmp_path, data_dir):
+    # The uninterrupted run (it also builds the dataset, so the killed run starts fast).
+    full = run_main(*SHORT, f"--workdir={tmp_path / 'full'}", data_dir=data_dir)
+    assert full.returncode == 0, full.stderr[-3000:]
+    expected = json.loads((tmp_path / "full" / "results.json").read_text())
+
+    killed = tmp_path / "killed"
+    log_path = tmp_path / "killed.log"
+    with log_path.open("w") as log:
+        process = _start(killed, data_dir, log)
+        # orbax renames a checkpoint's folder into place once it is complete.
+        first = killed / "checkpoints" / "50"
+        deadline = time.monotonic() + 300
+        while not first.exists():
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"no checkpoint before the run ended: {log_path.read_text()[-3000:]}")
+            time.sleep(0.02)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+    assert not (killed / "results.json").exists()
+
+    resumed = run_main(*SHORT, f"--workdir={killed}", data_dir=data_dir)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads((killed / "results.json").read_text()) == expected
+    assert expected["test"]["accuracy"] > 0.9  # xor is solved by low-rank fusion
+    assert expected["emap"]["projected"] < 0.65  # and needs the interaction
+    for name in ("config.json", "metrics.jsonl", "plots/learning_curves.png", "plots/emap.png"):
+        assert (killed / name).exists(), name

@@ -1,0 +1,150 @@
+"""mmfuse.train.fit: exact resume from any checkpoint, NaN handling, early stopping."""
+
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from mmfuse import models
+from mmfuse.train import Checkpointer, EpochSampler, NonFiniteLossError, fit, read_metrics
+
+N, D = 96, 3
+
+
+def make_data(seed=0, nan_at=None):
+    rng = np.random.default_rng(seed)
+    x1 = rng.normal(size=(N, D)).astype(np.float32)
+    x2 = rng.normal(size=(N, D)).astype(np.float32)
+    y = (x1[:, 0] * x2[:, 0] + 0.5 * x1[:, 1]).astype(np.float32)
+    if nan_at is not None:
+        x1[nan_at, 0] = np.nan
+    return {"x1": x1, "x2": x2, "label": y}
+
+
+def make_model():
+    rngs = nnx.Rngs(0)
+    return models.MLP(2 * D, (8,), 1, rngs=rngs)
+
+
+def loss_fn(model, batch, key):
+    x = jnp.concatenate([batch["x1"], batch["x2"]], axis=-1)
+    noise = 0.01 * jax.random.normal(key, batch["label"].shape)  # uses the step key
+    return jnp.mean((model(x)[:, 0] - batch["label"] + noise) ** 2)
+
+
+def evaluate(model, batch):
+    x = jnp.concatenate([batch["x1"], batch["x2"]], axis=-1)
+    return {"mse": jnp.mean((model(x)[:, 0] - batch["label"]) ** 2)}
+
+
+def run(workdir, data=None, **kwargs):
+    data = make_data() if data is None else data
+    defaults = dict(
+        num_steps=60,
+        batch_size=16,
+        seed=3,
+        evaluate=evaluate,
+        eval_data=data,
+        eval_every=20,
+        monitor="mse",
+        checkpoint_every=10,
+        log_every=5,
+        progress=False,
+    )
+    schedule = optax.cosine_decay_schedule(1e-2, 60)
+    return fit(
+        make_model(), loss_fn, optax.adam(schedule), data, workdir=workdir, **{**defaults, **kwargs}
+    )
+
+
+def leaves(params):
+    return [np.asarray(x) for x in jax.tree.leaves(params)]
+
+
+def test_sampler_permutes_each_epoch_and_depends_only_on_seed_and_step():
+    sampler = EpochSampler(10, 3, seed=1)
+    assert sampler.steps_per_epoch == 3
+    epoch = np.concatenate([sampler.indices(s) for s in range(3)])
+    assert len(set(epoch.tolist())) == 9  # one epoch: distinct examples, one left out
+    again = EpochSampler(10, 3, seed=1)
+    assert np.array_equal(again.indices(7), sampler.indices(7))
+    assert not np.array_equal(EpochSampler(10, 3, seed=2).indices(0), sampler.indices(0))
+    with pytest.raises(ValueError, match="larger than the training split"):
+        EpochSampler(2, 3, seed=0)
+
+
+@pytest.mark.parametrize("resume_from", [10, 30])
+def test_resuming_from_any_checkpoint_ends_exactly_like_an_uninterrupted_run(tmp_path, resume_from):
+    full = run(tmp_path / "full")
+    # An interrupted run: only the checkpoints up to `resume_from` survived, and its
+    # metrics file holds lines written after that checkpoint.
+    cut = tmp_path / "cut"
+    shutil.copytree(tmp_path / "full", cut)
+    for step in Checkpointer(cut / "checkpoints").all_steps():
+        if step > resume_from:
+            shutil.rmtree(cut / "checkpoints" / str(step))
+    resumed = run(cut)
+    assert resumed.step == full.step == 60
+    assert resumed.best_step == full.best_step
+    assert resumed.best_metric == full.best_metric
+    for a, b in zip(leaves(resumed.params), leaves(full.params), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert read_metrics(cut / "metrics.jsonl") == read_metrics(tmp_path / "full" / "metrics.jsonl")
+
+
+def test_a_finished_run_returns_its_results_without_training(tmp_path):
+    first = run(tmp_path)
+    again = run(tmp_path)
+    assert again.step_seconds is None  # no step ran
+    for a, b in zip(leaves(first.params), leaves(again.params), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    sampler = EpochSampler(N, 16, seed=3)
+    bad_example = int(sampler.indices(5)[0])  # first seen at step 5 (the 6th batch)
+    with pytest.raises(NonFiniteLossError, match="non-finite at step 5;") as info:
+        run(tmp_path, data=make_data(nan_at=bad_example), checkpoint_every=2)
+    assert info.value.step == 5 and info.value.last_checkpoint == 4
+    assert "the last good checkpoint is step 4" in str(info.value)
+    assert Checkpointer(tmp_path / "checkpoints").latest_step() == 4
+    # The kept checkpoint restores: the same run on clean data resumes from step 4.
+    resumed = run(tmp_path, checkpoint_every=2)
+    assert resumed.step == 60
+    assert all(np.isfinite(x).all() for x in leaves(resumed.params))
+    records = read_metrics(tmp_path / "metrics.jsonl")
+    assert [r["step"] for r in records if "train/loss" in r][:3] == [2, 4, 5]
+
+
+def test_patience_stops_early_and_keeps_the_best_parameters(tmp_path):
+    result = run(
+        tmp_path,
+        num_steps=200,
+        eval_every=10,
+        patience=2,
+        evaluate=lambda m, b: {"mse": jnp.float32(1.0)},
+    )
+    # A constant metric improves once (the first evaluation) and never again.
+    assert result.stopped_early and result.step == 30 and result.best_step == 10
+    records = read_metrics(tmp_path / "metrics.jsonl")
+    assert max(r["step"] for r in records) == 30
+
+
+def test_bad_arguments_name_the_problem(tmp_path):
+    with pytest.raises(ValueError, match="monitor='mse' needs an evaluate"):
+        run(None, evaluate=None)
+    with pytest.raises(KeyError, match="'acc' is not among the evaluated metrics"):
+        run(None, monitor="acc")
+    data = make_data()
+    data["label"] = data["label"][:10]
+    with pytest.raises(ValueError, match="share their first dimension"):
+        run(None, data=data)
+
+
+def test_restoring_a_missing_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        Checkpointer(tmp_path / "none").restore({"a": jnp.zeros(2)})
