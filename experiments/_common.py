@@ -108,6 +108,25 @@ def load_task(
     return Task(name, keep, splits_out, num_classes)
 
 
+def standardized(task: Task, reference: str = "train") -> Task:
+    """``task`` with each modality z-scored per feature by the ``reference`` split's statistics.
+
+    Real views come in wildly different units (``uci_mfeat``'s morphological features
+    reach 10^4, its Fourier coefficients stay below 1); constant features stay at 0.
+    """
+    splits = {}
+    ref = task.splits[reference]
+    axes = {m: tuple(range(ref[m].ndim - 1)) for m in task.modalities}  # all but d_m
+    stats = {m: (ref[m].mean(axis=axes[m]), ref[m].std(axis=axes[m])) for m in task.modalities}
+    for split, arrays in task.splits.items():
+        scaled = {
+            m: ((arrays[m] - mean) / np.where(std > 0, std, 1.0)).astype(arrays[m].dtype)
+            for m, (mean, std) in stats.items()
+        }
+        splits[split] = {**arrays, **scaled}
+    return dataclasses.replace(task, splits=splits)
+
+
 def task_from_config(cfg: ml_collections.ConfigDict, splits: Sequence[str]) -> Task:
     """``load_task`` from a config's ``data`` section (name, options, data_dir, modalities)."""
     return load_task(
@@ -287,6 +306,35 @@ def make_objective(task: Task, stochastic: bool = False):
 def monitor_for(task: Task) -> tuple[str, str]:
     """The validation metric that selects the best step, and whether higher is better."""
     return ("loss", "min") if task.num_classes is None else ("accuracy", "max")
+
+
+def fit_arguments(
+    config: ml_collections.ConfigDict, task: Task, model: nnx.Module, *, seed: int
+) -> tuple[Any, dict[str, Any]]:
+    """``(loss_fn, fit_kwargs)`` of ``mmfuse.train.fit`` for ``model`` on ``task``.
+
+    Reads the config's ``optim`` and ``train`` sections (num_steps, batch_size,
+    eval_every, checkpoint_every, log_every, patience); ``fit_kwargs`` holds every
+    keyword argument but the workdir, the optimizer included.
+    """
+    steps = config.train.num_steps
+    loss_fn, evaluate = make_objective(task, is_stochastic(model))
+    monitor, mode = monitor_for(task)
+    fit_kwargs = dict(
+        optimizer=optimizer_from_config(config.optim, steps),
+        num_steps=steps,
+        batch_size=config.train.batch_size,
+        seed=seed,
+        evaluate=evaluate,
+        eval_data=task.splits["validation"],
+        eval_every=config.train.eval_every,
+        monitor=monitor,
+        mode=mode,
+        patience=config.train.get("patience"),
+        checkpoint_every=config.train.checkpoint_every,
+        log_every=config.train.log_every,
+    )
+    return loss_fn, fit_kwargs
 
 
 # --------------------------------------------------------------------------- evaluation

@@ -20,23 +20,7 @@ def run_config(config: ml_collections.ConfigDict):
     """The task, model and ``fit`` keyword arguments a config describes."""
     task = _common.task_from_config(config.data, ("train", "validation", "test"))
     model = _common.model_from_config(config.model, task, config.seed)
-    steps = config.train.num_steps
-    loss_fn, evaluate = _common.make_objective(task, _common.is_stochastic(model))
-    monitor, mode = _common.monitor_for(task)
-    fit_kwargs = dict(
-        optimizer=_common.optimizer_from_config(config.optim, steps),
-        num_steps=steps,
-        batch_size=config.train.batch_size,
-        seed=config.seed,
-        evaluate=evaluate,
-        eval_data=task.splits["validation"],
-        eval_every=config.train.eval_every,
-        monitor=monitor,
-        mode=mode,
-        patience=config.train.get("patience"),
-        checkpoint_every=config.train.checkpoint_every,
-        log_every=config.train.log_every,
-    )
+    loss_fn, fit_kwargs = _common.fit_arguments(config, task, model, seed=config.seed)
     return task, model, loss_fn, fit_kwargs
 
 

@@ -7,14 +7,14 @@ Not imported by ``import mmfuse`` (it needs orbax); trainers import ``mmfuse.tra
 - ``EpochSampler``: seeded batches whose order is a function of the step alone;
 - ``Checkpointer``: orbax checkpoints of ``(state, meta)`` (the only orbax import);
 - ``MetricWriter`` / ``read_metrics``: ``metrics.jsonl``;
-- ``prepare_workdir`` / ``write_json``: a run's folder and its recorded configuration.
+- ``prepare_workdir``, ``write_json``, ``read_json``: a run's folder and its files.
 """
 
 from mmfuse.train.checkpoint import Checkpointer
 from mmfuse.train.loop import FitResult, NonFiniteLossError, fit
 from mmfuse.train.metrics import MetricWriter, read_metrics
 from mmfuse.train.sampler import EpochSampler
-from mmfuse.train.workdir import WorkdirConflictError, prepare_workdir, write_json
+from mmfuse.train.workdir import WorkdirConflictError, prepare_workdir, read_json, write_json
 
 __all__ = [
     "Checkpointer",
@@ -25,6 +25,7 @@ __all__ = [
     "WorkdirConflictError",
     "fit",
     "prepare_workdir",
+    "read_json",
     "read_metrics",
     "write_json",
 ]

@@ -95,3 +95,8 @@ def write_json(path: PathLike, value: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
+
+
+def read_json(path: PathLike) -> Any:
+    """The value of a JSON file written by ``write_json``."""
+    return json.loads(pathlib.Path(path).read_text())
