@@ -9,12 +9,15 @@ The config file's ``get_config(arg)`` returns an ``ml_collections.ConfigDict`` w
 The config is locked: an unknown key or a value of the wrong type on the command line
 stops the run with an error that names the key. Rerunning the same command on the same
 workdir resumes the run; a workdir holding a run of another config is refused unless
-``--config.resume=False``.
+``--config.resume=False``. With ``MMFUSE_DISTRIBUTED=1`` in the environment (set by
+``scripts/run_tpu.sh``), ``jax.distributed.initialize()`` joins the processes of a
+multi-host run first; only process 0 writes files.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 from absl import app, flags, logging
@@ -67,6 +70,9 @@ def main(argv: list[str]) -> int:
     import jax
 
     from mmfuse import train
+
+    if os.environ.get("MMFUSE_DISTRIBUTED") == "1":
+        jax.distributed.initialize()  # coordinator and process ids from the environment
 
     logging.info("jax %s, devices %s", jax.__version__, jax.devices())
     try:

@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# Sets up an environment (the active one, else .venv), then trains every registered fusion
-# operator on a task that needs a cross-modal interaction (XOR) and on one that does not,
-# and prints the test accuracy of each. Extra arguments go to the demo (see --help).
+# Sets up an environment (the active one, else .venv), then runs the quickstart experiment
+# (configs/quickstart.py): trains a handful of fusion models on a synthetic dataset that
+# needs a cross-modal interaction (XOR) and on a real one (digits halves), and prints the
+# EMAP table. The run's files go to $MMFUSE_WORKDIR (default runs/quickstart); rerunning
+# resumes (a finished run just prints its table). Extra arguments go to experiments.main,
+# e.g. scripts/demo.sh --config.seeds='(0,1)' --config.resume=False
 set -euo pipefail
 source "$(dirname "$0")/_setup_env.sh"
 cd "$repo_root"
-python -m experiments.fusion_demo "$@"
+workdir="${MMFUSE_WORKDIR:-$repo_root/runs/quickstart}"
+echo "[mmfuse] quickstart -> $workdir"
+python -m experiments.main --config=configs/quickstart.py --workdir="$workdir" "$@"
