@@ -4,6 +4,7 @@ Not imported by ``import mmfuse`` (it needs orbax); trainers import ``mmfuse.tra
 
 - ``fit``: one jitted train step with donated state, periodic evaluation, early
   stopping, a progress bar, and exact resume from the newest checkpoint;
+- ``make_mesh`` / ``state_shardings``: training on a device mesh (``fit(..., mesh=)``);
 - ``EpochSampler``: seeded batches whose order is a function of the step alone;
 - ``Checkpointer``: orbax checkpoints of ``(state, meta)`` (the only orbax import);
 - ``MetricWriter`` / ``read_metrics``: ``metrics.jsonl``;
@@ -14,6 +15,7 @@ from mmfuse.train.checkpoint import Checkpointer
 from mmfuse.train.loop import FitResult, NonFiniteLossError, fit
 from mmfuse.train.metrics import MetricWriter, read_metrics
 from mmfuse.train.sampler import EpochSampler
+from mmfuse.train.sharding import make_mesh, state_shardings
 from mmfuse.train.workdir import WorkdirConflictError, prepare_workdir, read_json, write_json
 
 __all__ = [
@@ -24,8 +26,10 @@ __all__ = [
     "NonFiniteLossError",
     "WorkdirConflictError",
     "fit",
+    "make_mesh",
     "prepare_workdir",
     "read_json",
     "read_metrics",
+    "state_shardings",
     "write_json",
 ]

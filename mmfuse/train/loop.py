@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import pathlib
@@ -21,6 +22,7 @@ from flax import nnx
 from mmfuse.train.checkpoint import Checkpointer
 from mmfuse.train.metrics import MetricWriter
 from mmfuse.train.sampler import EpochSampler
+from mmfuse.train.sharding import batch_sharding, put_batch, state_shardings
 
 PathLike = str | os.PathLike
 Batch = Mapping[str, Any]
@@ -92,6 +94,9 @@ def fit(
     log_every: int = 100,
     progress: bool = True,
     description: str = "train",
+    mesh: jax.sharding.Mesh | None = None,
+    data_axis: str = "data",
+    param_axis: str | None = None,
 ) -> FitResult:
     """Trains ``model`` on in-memory arrays; resumes from ``workdir``'s newest checkpoint.
 
@@ -132,6 +137,14 @@ def fit(
       log_every: steps between ``train/loss`` records (the mean over the interval).
       progress: show a progress bar when stderr is a terminal.
       description: the progress bar's label.
+      mesh: a device mesh (``mmfuse.train.make_mesh``) to train on: each batch is
+        split over its ``data_axis`` (data parallelism; B must be divisible by that
+        axis's size) and the train state is replicated, or split over ``param_axis``
+        when given. ``None``: the default device. The results equal a one-device run
+        up to float summation order, and checkpoints restore onto any mesh or device
+        count.
+      data_axis: the mesh axis that splits batches.
+      param_axis: the mesh axis that splits parameters and optimizer state, if any.
 
     Returns:
       A ``FitResult``.
@@ -197,7 +210,29 @@ def fit(
             "nan_step": jnp.where(first_bad, state["step"], state["nan_step"]),
         }
 
-    jit_step = jax.jit(train_step, donate_argnums=0)
+    abstract_state = jax.eval_shape(init_state)
+    if mesh is None:
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        shardings = jax.tree.map(lambda _: device, abstract_state)
+        jit_step = jax.jit(train_step, donate_argnums=0)
+        new_state = init_state
+        place_batch = dict
+    else:
+        if batch_size % mesh.shape[data_axis]:
+            raise ValueError(
+                f"batch_size {batch_size} is not divisible by the {mesh.shape[data_axis]} "
+                f"devices of mesh axis {data_axis!r}"
+            )
+        shardings = state_shardings(abstract_state, mesh, param_axis=param_axis)
+        batches = batch_sharding(mesh, data_axis)
+        jit_step = jax.jit(
+            train_step, in_shardings=(shardings, batches), out_shardings=shardings, donate_argnums=0
+        )
+        new_state = jax.jit(init_state, out_shardings=shardings)
+        place_batch = functools.partial(put_batch, sharding=batches)
+        if eval_data is not None:  # replicated: every device evaluates on all of it
+            replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+            eval_data = jax.device_put(dict(eval_data), replicated)
     jit_eval = (
         None
         if evaluate is None
@@ -208,9 +243,14 @@ def fit(
     meta: dict[str, Any] = {"best_step": 0, "best_metric": None, "bad_evals": 0, "done": False}
     state = None
     if checkpointer is not None and checkpointer.latest_step() is not None:
-        state, meta = checkpointer.restore(jax.eval_shape(init_state))
+        target = jax.tree.map(
+            lambda leaf, sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding),
+            abstract_state,
+            shardings,
+        )
+        state, meta = checkpointer.restore(target)
     if state is None:
-        state = init_state()
+        state = new_state()
     start = int(state["step"])
     writer = (
         None
@@ -234,7 +274,7 @@ def fit(
     last_log, last_time = start, time.perf_counter()
     try:
         while step < num_steps and not meta["done"]:
-            state = jit_step(state, sampler.batch(train_data, step))
+            state = jit_step(state, place_batch(sampler.batch(train_data, step)))
             step += 1
             bar.update(1)
             is_last = step == num_steps

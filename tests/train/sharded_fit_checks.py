@@ -1,0 +1,120 @@
+"""Checks of ``fit`` on a device mesh, run in a fresh process (see test_sharded.py).
+
+    XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m tests.train.sharded_fit_checks \
+        {compare,save} DIR
+    python -m tests.train.sharded_fit_checks resume DIR      # on one device
+
+Prints one JSON line of results.
+"""
+
+import json
+import pathlib
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from mmfuse import fusion, models
+from mmfuse.train import Checkpointer, fit, make_mesh
+
+N, STEPS = 256, 12
+
+
+def data():
+    rng = np.random.default_rng(0)
+    x1 = rng.normal(size=(N, 6)).astype(np.float32)
+    x2 = rng.normal(size=(N, 10)).astype(np.float32)
+    return {"x1": x1, "x2": x2, "label": (x1[:, 0] * x2[:, 0] > 0).astype(np.int32)}
+
+
+def model():
+    rngs = nnx.Rngs(0)
+    return models.FusionModel(
+        [models.MLP(6, (16,), 8, rngs=rngs), models.MLP(10, (16,), 8, rngs=rngs)],
+        fusion.create("low_rank_tensor", (8, 8), 16, rngs=rngs, rank=4),
+        models.MLP(16, (), 2, rngs=rngs),
+    )
+
+
+def loss_fn(m, batch, key):
+    logits = m((batch["x1"], batch["x2"]))
+    return optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+
+
+def evaluate(m, batch):
+    logits = m((batch["x1"], batch["x2"]))
+    return {"accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"])}
+
+
+def run(workdir=None, **kwargs):
+    arrays = data()
+    return fit(
+        model(),
+        loss_fn,
+        optax.adam(1e-2),
+        arrays,
+        num_steps=STEPS,
+        batch_size=32,
+        seed=1,
+        evaluate=evaluate,
+        eval_data=arrays,
+        eval_every=6,
+        checkpoint_every=6,
+        log_every=3,
+        progress=False,
+        workdir=workdir,
+        **kwargs,
+    )
+
+
+def flat(params):
+    return [np.asarray(x) for x in jax.tree.leaves(params)]
+
+
+def max_diff(a, b):
+    return max(float(np.max(np.abs(x - y))) for x, y in zip(flat(a), flat(b), strict=True))
+
+
+def main(mode, directory):
+    directory = pathlib.Path(directory)
+    out = {"devices": jax.device_count()}
+    if mode == "compare":
+        single = run()
+        data_parallel = run(mesh=make_mesh())
+        mesh_2x4 = make_mesh((2, 4), ("data", "model"))
+        sharded = run(mesh=mesh_2x4, param_axis="model")
+        specs = {str(x.sharding.spec) for x in jax.tree.leaves(sharded.params)}
+        out |= {
+            "data_parallel_diff": max_diff(single.params, data_parallel.params),
+            "mesh_2x4_diff": max_diff(single.params, sharded.params),
+            "sharded_specs": sorted(specs),
+            "param_scale": max(float(np.max(np.abs(x))) for x in flat(single.params)),
+        }
+    elif mode == "save":
+        result = run(directory / "run", mesh=make_mesh())
+        np.savez(directory / "final.npz", *flat(result.params))
+        checkpoints = Checkpointer(directory / "run" / "checkpoints")
+        out["steps"] = list(checkpoints.all_steps())
+    elif mode == "resume":
+        # Forget the final checkpoint: the run resumes on this one device from step 6.
+        import shutil
+
+        shutil.rmtree(directory / "run" / "checkpoints" / str(STEPS))
+        result = run(directory / "run")
+        saved = np.load(directory / "final.npz")
+        expected = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+        out |= {
+            "step": result.step,
+            "diff": max(
+                float(np.max(np.abs(a - b)))
+                for a, b in zip(flat(result.params), expected, strict=True)
+            ),
+        }
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
