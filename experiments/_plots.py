@@ -62,6 +62,7 @@ def table_figure(
     table = ax.table(cellText=[list(r) for r in rows], colLabels=list(header), loc="center")
     table.auto_set_font_size(False)
     table.set_fontsize(8)
+    table.auto_set_column_width(col=list(range(len(header))))  # long model names fit
     table.scale(1.0, 1.3)
     if title:
         ax.set_title(title, fontsize=10)

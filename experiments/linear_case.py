@@ -479,8 +479,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     header = ["model", "fit", *TERMS, "R²"]
     _plots.table_figure(
         header,
-        # compact model names: the figure's columns share one width
-        [[name.replace(" ", "").replace("*", "·"), *row] for name, row in table_rows(results)],
+        [[name, *row] for name, row in table_rows(results)],
         workdir / "plots" / "table.png",
         title=caption,
     )
