@@ -1,7 +1,13 @@
 """mmfuse benchmarks: one subcommand per benchmark, each writing a JSON record.
 
-    python scripts/bench.py emap            # the full-size run (meant for a GPU)
-    python scripts/bench.py emap --quick    # CPU-sized, also checks that the methods agree
+    python scripts/bench.py emap            # exact EMAP: row loop vs mmfuse (full, factorized)
+    python scripts/bench.py fusion          # train steps of every operator vs PyTorch twins
+    python scripts/bench.py memory          # compiled peak memory of every operator's step
+    python scripts/bench.py emap --quick    # CPU-sized; every run checks what it times
+
+Sizes default to the device: GPU-sized on an accelerator, smaller on a CPU, smaller
+still with ``--quick``. ``--budget SECONDS`` skips (and lists) the measurements that
+would start after that much time, so that a run fits a time slot.
 
 Every record names the device, the jax / flax versions and the sizes, and holds the
 median of repeated timings taken after a warm-up call (which compiles). Records go
@@ -10,8 +16,9 @@ to ``benchmarks/<name>-<platform>[-quick].json`` unless ``--out`` says otherwise
 Adding a benchmark: write a module (in ``scripts/`` or importable from the repository
 root) that defines ``add_arguments(parser)`` and ``run(args, timer) -> dict`` and add
 it to ``SUBCOMMANDS``. ``timer(fn, repeats)`` returns the median seconds of ``fn()``
-(outputs blocked on) after one warm-up call, and the warm-up call's output. The dict
-is merged into the record; ``"agree": false`` in it makes the command exit with 1.
+(outputs blocked on) after one warm-up call, and the warm-up call's output;
+``args.deadline`` is the ``time.monotonic()`` after which to start nothing new. The
+dict is merged into the record; ``"agree": false`` in it makes the command exit with 1.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import os
 import pathlib
 import platform
@@ -30,10 +38,13 @@ from typing import Any
 
 SCRIPTS_DIR = pathlib.Path(__file__).resolve().parent
 REPO_ROOT = SCRIPTS_DIR.parent
+BENCHMARKS_DIR = REPO_ROOT / "benchmarks"  # the results, and the PyTorch twins
 
 # subcommand -> module defining add_arguments(parser) and run(args, timer) -> dict
 SUBCOMMANDS: dict[str, str] = {
     "emap": "bench_emap",
+    "fusion": "bench_fusion",
+    "memory": "bench_memory",
 }
 
 
@@ -62,6 +73,7 @@ def environment() -> dict[str, Any]:
         "platform": device.platform,
         "num_devices": jax.device_count(),
         "host_cpus": os.cpu_count(),
+        "host_load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "jax": jax.__version__,
         "flax": flax.__version__,
         "python": platform.python_version(),
@@ -70,9 +82,12 @@ def environment() -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    for path in (str(SCRIPTS_DIR), str(REPO_ROOT)):
+    for path in (str(SCRIPTS_DIR), str(REPO_ROOT), str(BENCHMARKS_DIR)):
         if path not in sys.path:
             sys.path.insert(0, path)
+    # JAX would otherwise reserve most of the GPU's memory up front, leaving PyTorch
+    # (timed in the same process by `fusion`) none; set before jax is first imported.
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     modules = {}
@@ -82,12 +97,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         sub.add_argument("--quick", action="store_true", help="a small CPU-sized run")
         sub.add_argument("--repeats", type=int, default=3, help="timed calls per measurement")
         sub.add_argument("--out", type=pathlib.Path, default=None, help="the JSON record")
+        sub.add_argument(
+            "--budget", type=float, default=None, help="seconds after which to start nothing new"
+        )
         module.add_arguments(sub)
     args = parser.parse_args(argv)
+    args.deadline = time.monotonic() + (math.inf if args.budget is None else args.budget)
 
     record = {"benchmark": args.command, **environment(), "quick": args.quick}
     record.update(modules[args.command].run(args, median_time))
-    out = args.out or REPO_ROOT / "benchmarks" / (
+    out = args.out or BENCHMARKS_DIR / (
         f"{args.command}-{record['platform']}{'-quick' if args.quick else ''}.json"
     )
     out.parent.mkdir(parents=True, exist_ok=True)

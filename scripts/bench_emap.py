@@ -1,10 +1,16 @@
 """Exact EMAP over all N² pairs: a reference-style row loop vs mmfuse (full and factorized).
 
-The model is a two-modality fusion network with an MLP head, ``2×width → hidden →
-hidden → classes`` (default 2×128 → 256 → 256 → 2), written so that it factorizes:
-the first linear layer is split per modality (the encoders), then
-``relu(h_a + h_b)`` → linear → relu → linear (the head). Three ways to compute its
-EMAP at N paired examples are timed:
+Two two-modality fusion models, both factorizing as ``head(enc_a(x_a), enc_b(x_b))``:
+
+- ``mlp``: ``2×width → hidden → hidden → classes`` (default 2×128 → 256 → 256 → 2), an
+  MLP on the concatenated inputs whose first linear layer is split per modality (the
+  encoders ``W_a x_a + b``, ``W_b x_b``), then ``relu(h_a + h_b)`` → linear → relu →
+  linear (the head);
+- ``tensor``: per-modality linear encoders ``width → tensor_dim``, tensor fusion
+  ``W · vec([h_a; 1] ⊗ [h_b; 1])`` to ``tensor_out`` features, relu, linear to
+  ``classes`` (the head: fusion and classifier).
+
+Three ways to compute a model's EMAP at N paired examples are timed:
 
 - ``reference``: the published procedure (Hessel and Lee, EMNLP 2020): every row
   ``F[i, :] = f(a_i, b_{0..N-1})`` by one jitted call, collected into the full
@@ -14,7 +20,19 @@ EMAP at N paired examples are timed:
 - ``mmfuse_factorized``: ``interactions.emap_model``: the encoders once, the head on
   the N² cross pairs, jitted.
 
-``--quick`` shrinks N so that the reference fits on a CPU and checks all three agree.
+Precision: ``float32``, or ``bfloat16`` compute with float32 accumulation: every
+linear layer takes bf16 operands and returns float32 (``preferred_element_type``),
+the tensor-fusion contraction takes bf16 operands (XLA accumulates bf16 dots in
+float32 and rounds the result to bf16, which the next layer reads in bf16 anyway),
+and EMAP sums in float32. Parameters are kept in float32 and cast inside the model.
+
+TFLOP/s counts the head's FLOPs per pair (analytically, ``head_flops_per_pair``) for
+every method, so it is pairs/second in other units: the work EMAP must do. The full
+model also runs the encoders per pair. ``fraction_of_peak`` divides by the device's
+dense peak (a small table of known chips, or ``--peak-tflops``).
+
+``--quick`` shrinks N so that the reference fits on a CPU; every run checks that the
+three methods agree.
 """
 
 from __future__ import annotations
@@ -22,6 +40,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import itertools
+import statistics
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -30,40 +51,153 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from mmfuse import interactions, models
+from mmfuse import fusion, interactions, models
 
+HEADS = ("mlp", "tensor")
 # tolerance on max |difference| / max |EMAP| between methods, per dtype
 TOLERANCE = {"float32": 1e-4, "bfloat16": 2e-2}
+DEFAULT_N = {"quick": [256], "cpu": [512, 1024, 2048], "accelerator": [4096, 8192, 16384, 32768]}
+# the row loop is slow by design: above this N it is skipped unless --reference-max-n says
+DEFAULT_REFERENCE_MAX_N = {"cpu": 2048, "accelerator": 16384}
+
+# Dense (no sparsity) peak TFLOP/s per chip, from the vendors' data sheets, matched
+# against jax.Device.device_kind. "float32" is the CUDA-core rate; "tf32" the tensor-core
+# rate that XLA uses for float32 matmuls at the default precision on these GPUs.
+PEAK_TFLOPS = {
+    "H100 PCIe": {"bfloat16": 756.0, "tf32": 378.0, "float32": 51.0},
+    "H100": {"bfloat16": 989.0, "tf32": 494.0, "float32": 67.0},
+    "H200": {"bfloat16": 989.0, "tf32": 494.0, "float32": 67.0},
+}
 
 
-class SumRelu(nnx.Module):
-    """``relu(h_1 + ... + h_M)``: the first layer's nonlinearity after its per-modality parts."""
+def device_peaks(device_kind: str, override: float | None) -> dict[str, float] | None:
+    """The known dense peaks of a chip (``None`` when unknown), or ``--peak-tflops``."""
+    if override is not None:
+        return {"bfloat16": override, "float32": override}
+    for name, peaks in PEAK_TFLOPS.items():  # most specific names first
+        if name.lower() in device_kind.lower():
+            return dict(peaks)
+    return None
+
+
+def fraction_of_peak(tflops: float, dtype_name: str, peaks: dict[str, float] | None) -> Any:
+    """``tflops`` over each peak that applies to ``dtype_name`` (None without a peak)."""
+    if peaks is None:
+        return None
+    names = ["bfloat16"] if dtype_name == "bfloat16" else ["float32", "tf32"]
+    return {k: tflops / peaks[k] for k in names if k in peaks}
+
+
+class Dense(nnx.Module):
+    """``x @ W + b``: bf16 operands with a float32 result when ``dtype`` is bf16."""
+
+    def __init__(self, d_in: int, d_out: int, dtype: Any, *, use_bias: bool = True, rngs):
+        self.linear = nnx.Linear(
+            d_in,
+            d_out,
+            use_bias=use_bias,
+            dtype=dtype,
+            preferred_element_type=None if dtype is None else jnp.float32,
+            rngs=rngs,
+        )
+        self.in_features, self.out_features = d_in, d_out
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.linear(x)  # [..., d_out]
+
+
+class SumFusion(nnx.Module):
+    """``h_1 + ... + h_M``: the first layer's per-modality parts added back together."""
 
     def __call__(self, hs):
-        return jax.nn.relu(sum(hs))
+        return sum(hs)
 
 
-def build_model(width: int, hidden: int, classes: int, seed: int = 0) -> models.FusionModel:
-    """``x_a, x_b: [B, width]`` -> ``[B, classes]``; first layer ``W_a x_a + W_b x_b + b``."""
-    rngs = nnx.Rngs(seed)
+class CastFusion(nnx.Module):
+    """A tensor-fusion operator applied to ``dtype`` copies of its kernel and inputs."""
+
+    def __init__(self, op: fusion.TensorFusion, dtype: Any):
+        self.op, self.dtype = op, dtype
+        self.in_dims, self.out_dim = op.in_dims, op.out_dim
+
+    def __call__(self, hs):
+        if self.dtype is None:
+            return self.op(hs)
+        params = jax.tree.map(lambda p: p.astype(self.dtype), self.op.functional_params())
+        hs = [h.astype(self.dtype) for h in hs]
+        return fusion.functional.tensor(params, hs, append=self.op.append_one)
+
+
+class ReluMLP(nnx.Module):
+    """``relu`` then a linear layer, for each consecutive pair of ``widths``."""
+
+    def __init__(self, widths: tuple[int, ...], dtype: Any, *, rngs):
+        pairs = itertools.pairwise(widths)
+        self.layers = nnx.List([Dense(a, b, dtype, rngs=rngs) for a, b in pairs])
+        self.in_dim = widths[0]
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for layer in self.layers:
+            x = layer(jax.nn.relu(x))  # [..., width]
+        return x
+
+
+def build_model(args: argparse.Namespace, head: str, dtype: Any = None) -> models.FusionModel:
+    """``x_a, x_b: [B, width]`` -> ``[B, classes]``; bf16 compute when ``dtype`` is bf16.
+
+    The parameters depend on the seed only, not on ``dtype``.
+    """
+    rngs = nnx.Rngs(args.seed)
+    w = args.width
+    if head == "mlp":
+        h = args.hidden
+        encoders = [Dense(w, h, dtype, rngs=rngs), Dense(w, h, dtype, use_bias=False, rngs=rngs)]
+        return models.FusionModel(
+            encoders, SumFusion(), ReluMLP((h, h, args.classes), dtype, rngs=rngs)
+        )
+    e, f = args.tensor_dim, args.tensor_out
+    encoders = [Dense(w, e, dtype, rngs=rngs), Dense(w, e, dtype, rngs=rngs)]
+    op = fusion.create("tensor", (e, e), f, rngs=rngs)
     return models.FusionModel(
-        [
-            nnx.Linear(width, hidden, rngs=rngs),
-            nnx.Linear(width, hidden, use_bias=False, rngs=rngs),
-        ],
-        SumRelu(),
-        models.MLP(hidden, (hidden,), classes, rngs=rngs),
+        encoders, CastFusion(op, dtype), ReluMLP((f, args.classes), dtype, rngs=rngs)
     )
 
 
+def flops_per_pair(args: argparse.Namespace, head: str) -> tuple[int, int]:
+    """FLOPs (2 per multiply-add) of the head and of the whole model for one pair."""
+    if head == "mlp":
+        h = args.hidden
+        head_flops = 2 * (h * h + h * args.classes)
+        return head_flops, head_flops + 2 * 2 * args.width * h
+    e, f = args.tensor_dim + 1, args.tensor_out
+    # contract [h_a; 1] with the [e, e, f] kernel, then [h_b; 1]; then the classifier
+    head_flops = 2 * e * e * f + 2 * e * f + 2 * f * args.classes
+    return head_flops, head_flops + 2 * 2 * args.width * args.tensor_dim
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--n", type=int, nargs="+", default=None, help="N (default 16384; 256)")
+    parser.add_argument(
+        "--n", type=int, nargs="+", default=None, help="N (default: 4096..32768 GPU; 512..2048 CPU)"
+    )
+    parser.add_argument("--heads", nargs="+", default=list(HEADS), choices=HEADS)
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
     parser.add_argument("--width", type=int, default=128, help="each modality's width")
-    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--hidden", type=int, default=256, help="the mlp head's width")
+    parser.add_argument("--tensor-dim", type=int, default=32, help="encodings of the tensor head")
+    parser.add_argument("--tensor-out", type=int, default=128, help="tensor fusion's output")
     parser.add_argument("--classes", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--block-size", type=int, default=None, help="default: automatic")
     parser.add_argument("--skip-reference", action="store_true", help="time mmfuse only")
+    parser.add_argument(
+        "--reference-max-n", type=int, default=None, help="largest N for the row loop"
+    )
+    parser.add_argument(
+        "--reference-repeats", type=int, default=1, help="timed runs of the row loop"
+    )
+    parser.add_argument(
+        "--peak-tflops", type=float, default=None, help="the device's peak (CPU: no default)"
+    )
 
 
 def reference_emap(row: Callable, params: Any, a: jax.Array, b: jax.Array) -> np.ndarray:
@@ -78,101 +212,149 @@ def reference_emap(row: Callable, params: Any, a: jax.Array, b: jax.Array) -> np
     return grid.mean(axis=1) + grid.mean(axis=0) - grid.mean(axis=(0, 1))  # [N, C]
 
 
-def measure(
-    calls: dict[str, tuple[Callable[[], Any], int]],
-    n: int,
-    dtype_name: str,
-    timer: Callable[[Callable[[], Any], int], tuple[float, Any]],
-    repeats: int,
-) -> dict:
-    """Times each method, checks that their EMAPs agree; one record of the results."""
-    methods, values = {}, {}
-    for method, (call, flops) in calls.items():
-        seconds, output = timer(call, repeats)
-        values[method] = np.asarray(output, dtype=np.float64)  # [N, C]
-        methods[method] = {
-            "seconds": seconds,
-            "pairs_per_second": n * n / seconds,
-            "tflops": n * n * flops / seconds / 1e12,
-        }
-    if "reference" in methods:
-        for method in ("mmfuse_full", "mmfuse_factorized"):
-            methods[method]["speedup_vs_reference"] = (
-                methods["reference"]["seconds"] / methods[method]["seconds"]
-            )
+def time_reference(
+    row: Callable, params: Any, xs: tuple[jax.Array, jax.Array], repeats: int
+) -> tuple[float, np.ndarray]:
+    """Median seconds of the row loop after compiling ``row`` (one row, not a whole pass)."""
+    jax.block_until_ready(row(params, xs[0], 0, xs[1]))
+    times, output = [], None
+    for _ in range(max(repeats, 1)):
+        start = time.perf_counter()
+        output = reference_emap(row, params, *xs)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), output
+
+
+def agreement(values: dict[str, np.ndarray], dtype_name: str) -> tuple[dict[str, float], bool]:
+    """Max |difference| / max |EMAP| of each method against the reference (else full)."""
     base = values.get("reference", values["mmfuse_full"])
     scale = float(np.max(np.abs(base)))
     diffs = {m: float(np.max(np.abs(v - base))) / scale for m, v in values.items()}
-    agree = all(d <= TOLERANCE.get(dtype_name, 1e-4) for d in diffs.values())
-    summary = ", ".join(
-        f"{m} {r['seconds'] * 1e3:.1f} ms ({r['pairs_per_second']:.3g} pairs/s)"
-        for m, r in methods.items()
-    )
-    print(f"emap N={n} {dtype_name}: {summary}; agree={agree}", flush=True)
-    return {
-        "n": n,
-        "dtype": dtype_name,
-        "pairs": n * n,
-        "methods": methods,
-        "max_relative_difference": diffs,
-        "agree": agree,
-    }
+    return diffs, all(d <= TOLERANCE.get(dtype_name, 1e-4) for d in diffs.values())
 
 
 def run(
     args: argparse.Namespace, timer: Callable[[Callable[[], Any], int], tuple[float, Any]]
 ) -> dict:
-    sizes = args.n or ([256] if args.quick else [16384])
-    model = build_model(args.width, args.hidden, args.classes)
-    pure = models.as_pure(model)
-    # multiply-adds per pair, times 2: the full model also runs the first layer per pair
-    head_flops = 2 * (args.hidden * args.hidden + args.hidden * args.classes)
-    full_flops = head_flops + 2 * 2 * args.width * args.hidden
+    platform = jax.devices()[0].platform
+    kind = "quick" if args.quick else ("cpu" if platform == "cpu" else "accelerator")
+    sizes = args.n or DEFAULT_N[kind]
+    reference_max_n = args.reference_max_n or DEFAULT_REFERENCE_MAX_N.get(kind, max(sizes))
+    peaks = device_peaks(getattr(jax.devices()[0], "device_kind", platform), args.peak_tflops)
 
-    @jax.jit
-    def row(params, a, i, b):  # F[i, :]: [N, C]
-        return pure.apply(params, (jnp.broadcast_to(a[i][None], b.shape), b))
-
-    @jax.jit
-    def full(params, xs):
-        return interactions.emap(
-            functools.partial(pure.apply, params), xs, block_size=args.block_size
-        )
-
-    @jax.jit
-    def factorized(params, xs):
-        return interactions.emap_model(
-            dataclasses.replace(pure, params=params), xs, block_size=args.block_size
-        )
-
-    results = []
-    for dtype_name in args.dtypes:
-        dtype = jnp.dtype(dtype_name)
-        params = jax.tree.map(
-            lambda p, dtype=dtype: p.astype(dtype) if jnp.issubdtype(p.dtype, jnp.floating) else p,
-            pure.params,
-        )
-        for n in sizes:
-            rng = np.random.default_rng(n)
-            xs = tuple(
-                jnp.asarray(rng.standard_normal((n, args.width)), dtype=dtype) for _ in range(2)
-            )
-            calls = {
-                "mmfuse_full": (functools.partial(full, params, xs), full_flops),
-                "mmfuse_factorized": (functools.partial(factorized, params, xs), head_flops),
-            }
-            if not args.skip_reference:
-                reference = functools.partial(reference_emap, row, params, *xs)
-                calls["reference"] = (reference, full_flops)
-            results.append(measure(calls, n, dtype_name, timer, args.repeats))
-    return {
-        "model": {
-            "layers": f"2x{args.width} -> {args.hidden} -> {args.hidden} -> {args.classes}",
-            "block_size": args.block_size or "auto",
+    results, skipped, heads = [], [], {}
+    for head in args.heads:
+        head_flops, full_flops = flops_per_pair(args, head)
+        pure32 = models.as_pure(build_model(args, head))
+        heads[head] = {
+            "layers": (
+                f"2x{args.width} -> {args.hidden} -> {args.hidden} -> {args.classes}"
+                if head == "mlp"
+                else f"2x{args.width} -> 2x{args.tensor_dim} -> tensor "
+                f"{args.tensor_dim + 1}x{args.tensor_dim + 1}x{args.tensor_out} -> relu -> "
+                f"{args.classes}"
+            ),
             "head_flops_per_pair": head_flops,
             "full_flops_per_pair": full_flops,
+        }
+        for dtype_name in args.dtypes:
+            dtype = None if dtype_name == "float32" else jnp.dtype(dtype_name)
+            pure = models.as_pure(build_model(args, head, dtype))
+            params = pure32.params  # float32 master weights; the model casts them
+
+            @jax.jit
+            def row(params, a, i, b, pure=pure):  # F[i, :]: [N, C]
+                return pure.apply(params, (jnp.broadcast_to(a[i][None], b.shape), b))
+
+            @jax.jit
+            def full(params, xs, pure=pure):
+                apply = functools.partial(pure.apply, params)
+                return interactions.emap(apply, xs, block_size=args.block_size)
+
+            @jax.jit
+            def factorized(params, xs, pure=pure):
+                bound = dataclasses.replace(pure, params=params)
+                return interactions.emap_model(bound, xs, block_size=args.block_size)
+
+            for n in sizes:
+                if time.monotonic() > args.deadline:
+                    skipped.append({"head": head, "dtype": dtype_name, "n": n})
+                    continue
+                rng = np.random.default_rng(n)
+                # inputs stay float32: the model casts them where it computes in bf16
+                xs = tuple(
+                    jnp.asarray(rng.standard_normal((n, args.width)), jnp.float32) for _ in range(2)
+                )
+                timings, values = {}, {}
+                for method, fn in (("mmfuse_full", full), ("mmfuse_factorized", factorized)):
+                    call = functools.partial(fn, params, xs)
+                    timings[method], out = timer(call, args.repeats)
+                    values[method] = np.asarray(out, np.float64)  # [N, C]
+                if not args.skip_reference and n <= reference_max_n:
+                    timings["reference"], out = time_reference(
+                        row, params, xs, args.reference_repeats
+                    )
+                    values["reference"] = np.asarray(out, np.float64)
+                diffs, agree = agreement(values, dtype_name)
+                methods = {}
+                for method, seconds in timings.items():
+                    tflops = n * n * head_flops / seconds / 1e12
+                    methods[method] = {
+                        "seconds": seconds,
+                        "pairs_per_second": n * n / seconds,
+                        "tflops": tflops,
+                        "fraction_of_peak": fraction_of_peak(tflops, dtype_name, peaks),
+                    }
+                    if "reference" in timings and method != "reference":
+                        methods[method]["speedup_vs_reference"] = timings["reference"] / seconds
+                results.append(
+                    {
+                        "head": head,
+                        "n": n,
+                        "dtype": dtype_name,
+                        "pairs": n * n,
+                        "methods": methods,
+                        "max_relative_difference": diffs,
+                        "agree": agree,
+                    }
+                )
+                print(format_row(results[-1]), flush=True)
+    print_table(results)
+    return {
+        "heads": heads,
+        "block_size": args.block_size or "auto",
+        "precision": {
+            "float32": "float32 throughout (XLA's default matmul precision)",
+            "bfloat16": "bf16 operands, float32 accumulation and layer outputs; "
+            "float32 EMAP sums; float32 master parameters",
         },
-        "accumulation": "float32",
+        "peak_tflops": peaks,
         "results": results,
+        "skipped_for_time": skipped,
         "agree": all(r["agree"] for r in results),
     }
+
+
+def format_row(r: dict) -> str:
+    parts = []
+    for method in ("reference", "mmfuse_full", "mmfuse_factorized"):
+        if method in r["methods"]:
+            t = r["methods"][method]
+            ratio = t.get("speedup_vs_reference")
+            parts.append(
+                f"{t['seconds']:9.3f} s {t['pairs_per_second']:9.3g}/s {t['tflops']:7.3f}"
+                + (f" x{ratio:5.1f}" if ratio else "      ")
+            )
+        else:
+            parts.append(f"{'-':>42}")
+    return f"{r['head']:6} {r['dtype']:8} {r['n']:6} | " + " | ".join(parts) + f" | {r['agree']}"
+
+
+def print_table(results: list[dict]) -> None:
+    cell = "seconds, pairs/s, TFLOP/s, xref"
+    print(
+        f"{'head':6} {'dtype':8} {'N':>6} | {'reference':^42} | {'mmfuse full':^42} | "
+        f"{'mmfuse factorized':^42} | agree\n{'':23}| {cell:^42} |"
+    )
+    for r in results:
+        print(format_row(r))

@@ -14,17 +14,26 @@ def test_bench_emap_quick_methods_agree(tmp_path):
     out = tmp_path / "emap.json"
     command = [sys.executable, str(REPO / "scripts" / "bench.py"), "emap", "--quick"]
     command += ["--n", "48", "--width", "16", "--hidden", "32", "--repeats", "1"]
-    command += ["--out", str(out)]
+    command += ["--tensor-dim", "6", "--tensor-out", "16", "--out", str(out)]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     record = json.loads(out.read_text())
     assert record["benchmark"] == "emap" and record["quick"] and record["agree"]
     assert record["platform"] == "cpu" and record["jax"] and record["flax"]
-    assert {r["dtype"] for r in record["results"]} == {"float32", "bfloat16"}
+    assert set(record["heads"]) == {"mlp", "tensor"}
+    # 2·(7·7·16 + 7·16 + 16·2) FLOPs per pair for the tensor head, counted analytically
+    assert record["heads"]["tensor"]["head_flops_per_pair"] == 2 * (7 * 7 * 16 + 7 * 16 + 16 * 2)
+    assert {(r["head"], r["dtype"]) for r in record["results"]} == {
+        (h, d) for h in ("mlp", "tensor") for d in ("float32", "bfloat16")
+    }
+    assert record["peak_tflops"] is None  # no known peak for a CPU without --peak-tflops
     for result in record["results"]:
         methods = result["methods"]
         assert set(methods) == {"reference", "mmfuse_full", "mmfuse_factorized"}
         tolerance = 1e-4 if result["dtype"] == "float32" else 2e-2
         assert all(d <= tolerance for d in result["max_relative_difference"].values())
+        flops = record["heads"][result["head"]]["head_flops_per_pair"]
         for timing in methods.values():  # pairs/second is N² over the median time
             assert timing["pairs_per_second"] * timing["seconds"] == pytest.approx(48 * 48)
+            assert timing["tflops"] == pytest.approx(timing["pairs_per_second"] * flops / 1e12)
+            assert timing["fraction_of_peak"] is None

@@ -1,0 +1,390 @@
+"""Train steps of every fusion operator: mmfuse (JAX) vs PyTorch twins, eager and compiled.
+
+A train step is forward, MSE loss against a random target, backward and one Adam update
+(``optax.adam`` / ``torch.optim.Adam``, the same defaults), on CMU-MOSI-like inputs:
+text 300, audio 74 and vision 35 features fused to 128 (operators that take exactly
+two modalities get text and audio). Two input shapes: one vector per example
+``[B, d_m]`` (``step``) and sequences ``[B, T, d_m]`` (``seq``, the operator applied
+at every time step). Every operator uses its default options.
+
+The PyTorch twins (``benchmarks/torch_twins.py``) store their parameters in the layout
+of mmfuse's functional form and are loaded with the JAX operator's initial
+parameters; before any timing, each twin's output and parameter gradients are checked
+against the operator's at the highest matmul precision (``hard_gated`` in training
+mode with the same Gumbel noise). They run on the same device as JAX: CUDA when JAX
+runs on a GPU. For timing, both sides use their fast float32 matmul mode (TF32 on
+recent GPUs: JAX's default precision, ``torch.set_float32_matmul_precision("high")``)
+unless ``--precision highest``. ``torch.compile`` compiles the twin (forward and,
+through AOTAutograd, backward; the optimizer stays eager) with dynamic batch sizes;
+a failure to compile is recorded, not fatal.
+
+Timings are the median, over ``--repeats`` samples, of the mean step time in a loop
+of steps long enough to last about ``--sample-seconds``, after warm-up steps.
+Without PyTorch installed only the JAX side runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import importlib.util
+import math
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from mmfuse import fusion
+
+CMU_MOSI_DIMS = (300, 74, 35)  # text (GloVe), audio (COVAREP), vision (Facet)
+QUICK_DIMS = (24, 12, 8)
+LEARNING_RATE = 1e-3
+CHECK_TOLERANCE = 1e-4  # max |difference| / max |value|, per output and gradient leaf
+DEFAULTS = {  # step batches, sequence batches
+    "quick": ([8], [4]),
+    "cpu": ([32, 128], [32]),
+    "accelerator": ([32, 128, 512, 1024], [32, 128]),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ops", nargs="+", default=None, help="operators (default: all)")
+    parser.add_argument("--dims", type=int, nargs="+", default=None, help="text audio vision")
+    parser.add_argument("--out-dim", type=int, default=None, help="default 128 (quick: 16)")
+    parser.add_argument("--batches", type=int, nargs="+", default=None, help="[B, d] batches")
+    parser.add_argument("--seq-batches", type=int, nargs="*", default=None, help="[B, T, d]")
+    parser.add_argument("--seq-len", type=int, default=None, help="T (default 20; quick: 3)")
+    parser.add_argument("--no-torch", action="store_true", help="time JAX only")
+    parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    parser.add_argument(
+        "--compile-shapes",
+        nargs="*",
+        choices=("step", "seq"),
+        default=["step"],
+        help="input shapes timed with torch.compile (each operator compiles once per shape)",
+    )
+    parser.add_argument(
+        "--precision", choices=("fast", "highest"), default="fast", help="float32 matmuls"
+    )
+    parser.add_argument("--sample-seconds", type=float, default=None, help="one timing sample")
+    parser.add_argument(
+        "--torch-threads", type=int, default=None, help="CPU threads (default: torch's; quick: 1)"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+
+
+# ----------------------------------------------------------------------------- JAX side
+
+
+def build_operator(name: str, dims: tuple[int, ...], out_dim: int, seed: int):
+    """The operator on all three modalities, or on the first two where it takes two."""
+    try:
+        return fusion.create(name, dims, out_dim, rngs=nnx.Rngs(seed)), dims
+    except ValueError:
+        return fusion.create(name, dims[:2], out_dim, rngs=nnx.Rngs(seed)), dims[:2]
+
+
+def train_step_fns(graphdef: nnx.GraphDef, stochastic: bool) -> tuple[Callable, Callable]:
+    """``loss_fn(state, xs, y, key)`` (MSE) and a jitted train step
+    ``step(state, opt_state, xs, y, key) -> (state, opt_state, loss)`` that donates the
+    state and the optimizer state. ``key`` reaches the operator only when it samples."""
+    tx = optax.adam(LEARNING_RATE)
+
+    def loss_fn(state, xs, y, key):
+        kwargs = {"key": key} if stochastic else {}
+        z = nnx.merge(graphdef, state)(xs, **kwargs)  # [..., C]
+        return jnp.mean((z - y) ** 2)
+
+    @functools.partial(jax.jit, donate_argnums=(0, 1))
+    def step(state, opt_state, xs, y, key):
+        loss, grads = jax.value_and_grad(loss_fn)(state, xs, y, key)
+        updates, opt_state = tx.update(grads, opt_state, state)
+        return optax.apply_updates(state, updates), opt_state, loss
+
+    return loss_fn, step
+
+
+def jax_train_step(op: nnx.Module) -> tuple[Callable, Callable, Any, Any]:
+    """``train_step_fns`` for ``op``, with a copy of its state (the step donates it,
+    and the operator keeps its own) and the initial Adam state."""
+    graphdef, state = nnx.split(op)
+    state = jax.tree.map(jnp.copy, state)
+    loss_fn, step = train_step_fns(graphdef, getattr(op, "stochastic", False))
+    return loss_fn, step, state, optax.adam(LEARNING_RATE).init(state)
+
+
+def make_batch(dims, out_dim: int, lead: tuple[int, ...], seed: int) -> tuple[list, np.ndarray]:
+    """Standard-normal inputs ``[*lead, d_m]`` and target ``[*lead, C]`` (float32 NumPy)."""
+    rng = np.random.default_rng(seed)
+    xs = [rng.standard_normal((*lead, d), dtype=np.float32) for d in dims]
+    return xs, rng.standard_normal((*lead, out_dim), dtype=np.float32)
+
+
+def time_loop(step: Callable[[], Any], sync: Callable[[Any], Any], repeats: int, target: float):
+    """Median seconds per step: ``repeats`` samples of enough steps to last ``target`` s.
+
+    Two warm-up steps (compilation, then one to time the sample length) come first.
+    """
+    sync(step())
+    start = time.perf_counter()
+    sync(step())
+    inner = int(min(max(target / max(time.perf_counter() - start, 1e-9), 1), 200))
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(inner):
+            out = step()
+        sync(out)
+        samples.append((time.perf_counter() - start) / inner)
+    return statistics.median(samples)
+
+
+def time_jax(op, xs_np, y_np, repeats: int, target: float) -> float:
+    _, step, state, opt_state = jax_train_step(op)
+    xs = [jnp.asarray(x) for x in xs_np]
+    y = jnp.asarray(y_np)
+    key = jax.random.key(0)
+    carry = [state, opt_state]
+
+    def one_step():
+        carry[0], carry[1], loss = step(carry[0], carry[1], xs, y, key)
+        return loss
+
+    return time_loop(one_step, jax.block_until_ready, repeats, target)
+
+
+# ------------------------------------------------------------------------- PyTorch side
+
+
+def torch_device():
+    import torch
+
+    use_cuda = jax.devices()[0].platform == "gpu" and torch.cuda.is_available()
+    return torch.device("cuda" if use_cuda else "cpu")
+
+
+def set_torch_precision(precision: str) -> None:
+    import torch
+
+    torch.set_float32_matmul_precision("high" if precision == "fast" else "highest")
+
+
+def compiled_twin(twin):
+    """``torch.compile`` of a twin with a dynamic batch size: one compile per input rank."""
+    import torch
+
+    return torch.compile(twin, dynamic=True)
+
+
+def time_torch(twin, xs_np, y_np, repeats: int, target: float, compiled: bool) -> float:
+    import torch
+
+    device = torch_device()
+    twin = twin.to(device).train()
+    model = compiled_twin(twin) if compiled else twin
+    xs = [torch.from_numpy(x).to(device) for x in xs_np]
+    y = torch.from_numpy(y_np).to(device)
+    opt = torch.optim.Adam(twin.parameters(), lr=LEARNING_RATE, foreach=True)
+
+    def one_step():
+        opt.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.mse_loss(model(xs), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    def sync(_):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    return time_loop(one_step, sync, repeats, target)
+
+
+def check_twin(name: str, op, twin, dims, out_dim: int, lead: tuple[int, ...], seed: int) -> dict:
+    """Output and gradients of the twin against the operator on the same weights."""
+    import torch
+
+    xs_np, y_np = make_batch(dims, out_dim, lead, seed)
+    loss_fn, _, state, _ = jax_train_step(op)
+    stochastic = getattr(op, "stochastic", False)
+    graphdef = nnx.split(op)[0]
+
+    @jax.jit
+    def forward_and_grads(state, xs, y, key):
+        out = nnx.merge(graphdef, state)(xs, **({"key": key} if stochastic else {}))
+        loss, grads = jax.value_and_grad(loss_fn)(state, xs, y, key)
+        return out, loss, nnx.merge(graphdef, grads).functional_params()
+
+    key = jax.random.key(seed)
+    with jax.default_matmul_precision("highest"):
+        out, loss, jax_grads = forward_and_grads(
+            state, [jnp.asarray(x) for x in xs_np], jnp.asarray(y_np), key
+        )
+
+    twin = twin.cpu().train()
+    twin.load(op.functional_params())
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        kwargs = {}
+        if stochastic:  # the Gumbel noise the operator drew from `key`
+            logits_shape = (*lead, len(dims))
+            kwargs["noise"] = torch.from_numpy(
+                np.array(jax.random.gumbel(key, logits_shape, jnp.float32))
+            )
+        twin.zero_grad(set_to_none=True)
+        out_t = twin([torch.from_numpy(x) for x in xs_np], **kwargs)
+        loss_t = torch.nn.functional.mse_loss(out_t, torch.from_numpy(y_np))
+        loss_t.backward()
+        loss_t = loss_t.detach()
+    finally:
+        torch.set_float32_matmul_precision(previous)
+
+    def rel(a, b) -> float:
+        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        return float(np.max(np.abs(a - b)) / max(np.max(np.abs(a)), 1e-30)) if a.size else 0.0
+
+    grad_diffs = jax.tree.map(rel, jax_grads, twin.grads())
+    worst_grad = max(jax.tree.leaves(grad_diffs), default=0.0)
+    output_diff = rel(out, out_t.detach().numpy())
+    return {
+        "shape": list(lead),
+        "output_max_relative_difference": output_diff,
+        "loss_difference": abs(float(loss) - loss_t.item()),
+        "gradient_max_relative_difference": worst_grad,
+        "agree": bool(output_diff <= CHECK_TOLERANCE and worst_grad <= CHECK_TOLERANCE),
+    }
+
+
+# ---------------------------------------------------------------------------- the bench
+
+
+def failure(error: BaseException) -> str:
+    return (
+        f"failed: {type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}"
+    )
+
+
+def run(args: argparse.Namespace, timer: Callable) -> dict:
+    del timer  # a train step updates its state: timed by time_loop, in a loop of steps
+    platform = jax.devices()[0].platform
+    kind = "quick" if args.quick else ("cpu" if platform == "cpu" else "accelerator")
+    dims = tuple(args.dims or (QUICK_DIMS if args.quick else CMU_MOSI_DIMS))
+    out_dim = args.out_dim or (16 if args.quick else 128)
+    seq_len = args.seq_len or (3 if args.quick else 20)
+    batches = args.batches or DEFAULTS[kind][0]
+    seq_batches = args.seq_batches if args.seq_batches is not None else DEFAULTS[kind][1]
+    target = args.sample_seconds or {"quick": 0.005, "cpu": 0.05, "accelerator": 0.02}[kind]
+    names = args.ops or list(fusion.names())
+
+    torch_info, twins_module, time_twins = None, None, False
+    if not args.no_torch and importlib.util.find_spec("torch") is not None:
+        try:
+            import torch
+            import torch_twins as twins_module
+        except Exception as error:  # e.g. CUDA libraries that clash with JAX's
+            torch_info = {"error": failure(error)}
+        else:
+            set_torch_precision(args.precision)
+            threads = args.torch_threads or (1 if args.quick else None)
+            if threads:
+                torch.set_num_threads(threads)
+            device = torch_device()
+            # twins are checked on any device, timed only on the one JAX runs on
+            time_twins = device.type == "cuda" or platform == "cpu"
+            torch_info = {
+                "torch": torch.__version__,
+                "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                "threads": torch.get_num_threads(),
+                "compile": not args.no_compile and not args.quick,
+                "timed": time_twins,
+            }
+    compile_twins = time_twins and torch_info["compile"]
+
+    operators, built = {}, {}
+    for name in names:
+        op, op_dims = built[name] = build_operator(name, dims, out_dim, args.seed)
+        entry = operators[name] = {
+            "in_dims": list(op_dims),
+            "out_dim": out_dim,
+            "parameters": sum(int(np.size(p)) for p in jax.tree.leaves(op.functional_params())),
+        }
+        if twins_module is not None:
+            checks = []
+            for lead in ((5,), (3, 2)):  # [B, d] and [B, T, d]
+                twin = twins_module.create(name, op_dims, out_dim)
+                checks.append(check_twin(name, op, twin, op_dims, out_dim, lead, args.seed))
+            entry["twin_check"] = checks
+            entry["twin_agrees"] = all(c["agree"] for c in checks)
+
+    shapes = [("step", b, (b,)) for b in batches] + [("seq", b, (b, seq_len)) for b in seq_batches]
+    results, skipped = [], []
+    jax_precision = "highest" if args.precision == "highest" else None
+    for shape, batch, lead in shapes:
+        for name in names:
+            if time.monotonic() > args.deadline:
+                skipped.append({"op": name, "shape": shape, "batch": batch})
+                continue
+            op, op_dims = built[name]  # the timed steps train copies of its parameters
+            xs, y = make_batch(op_dims, out_dim, lead, args.seed + batch)
+            row = {"op": name, "shape": shape, "batch": batch, "lead": list(lead)}
+            with jax.default_matmul_precision(jax_precision):
+                row["jax_ms"] = 1e3 * time_jax(op, xs, y, args.repeats, target)
+            if time_twins:
+                compiled_too = compile_twins and shape in args.compile_shapes
+                variants = [("torch_eager", False)] + [("torch_compile", True)] * compiled_too
+                for label, compiled in variants:
+                    twin = twins_module.create(name, op_dims, out_dim)
+                    twin.load(op.functional_params())
+                    try:
+                        ms = 1e3 * time_torch(twin, xs, y, args.repeats, target, compiled)
+                    except Exception as error:  # a failed compile is a result
+                        row[f"{label}_ms"] = failure(error)
+                        continue
+                    row[f"{label}_ms"] = ms
+                    row[f"{label}_over_jax"] = ms / row["jax_ms"]
+            results.append(row)
+            print(format_row(row), flush=True)
+    print_table(results)
+    return {
+        "dims": {"text": dims[0], "audio": dims[1], "vision": dims[2], "out": out_dim},
+        "seq_len": seq_len,
+        "dtype": "float32",
+        "matmul_precision": args.precision,
+        "optimizer": f"adam(lr={LEARNING_RATE}), MSE loss",
+        "pytorch": torch_info,
+        "operators": operators,
+        "results": results,
+        "skipped_for_time": skipped,
+        "agree": all(e.get("twin_agrees", True) for e in operators.values()),
+    }
+
+
+def _ms(value: Any) -> str:
+    return f"{value:10.3f}" if isinstance(value, float) else f"{'failed':>10}"
+
+
+def format_row(row: dict) -> str:
+    text = f"{row['op']:16} {row['shape']:4} {row['batch']:5} | {row['jax_ms']:10.3f}"
+    for label in ("torch_eager", "torch_compile"):
+        if f"{label}_ms" in row:
+            ratio = row.get(f"{label}_over_jax")
+            text += f" | {_ms(row[f'{label}_ms'])} " + (
+                f"x{ratio:6.2f}" if ratio is not None and math.isfinite(ratio) else " " * 7
+            )
+    return text
+
+
+def print_table(results: list[dict]) -> None:
+    print(
+        f"{'operator':16} {'in':4} {'B':>5} | {'jax ms':>10} | {'eager ms':>10} {'/jax':>7} "
+        f"| {'compile ms':>10} {'/jax':>7}"
+    )
+    for row in results:
+        print(format_row(row))

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The three benchmarks at GPU sizes, in about 8 minutes on one H100 / H200:
+#   scripts/bench_gpu.sh [OUT_DIR]        (default OUT_DIR: benchmarks/)
+# Writes OUT_DIR/{memory,emap,fusion}-gpu.json and a log of each run. Every benchmark
+# has a time budget: what would start after it is skipped and listed in its record
+# ("skipped_for_time"), so a slow device still yields results. Needs jax with CUDA,
+# flax, optax and torch (for the PyTorch twins); nothing else is imported.
+set -uo pipefail
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+out_dir="${1:-$repo_root/benchmarks}"
+mkdir -p "$out_dir"
+cd "$repo_root"
+python="${PYTHON:-python}"
+# JAX must leave GPU memory to PyTorch, which `fusion` runs in the same process.
+export XLA_PYTHON_CLIENT_PREALLOCATE=false
+"$python" -c "import jax; print(jax.devices())" || exit 1
+nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv 2>/dev/null || true
+
+status=0
+run() {  # run NAME BUDGET_SECONDS [ARGS...]
+  local name="$1" budget="$2"
+  shift 2
+  echo "[bench_gpu] $name (budget ${budget}s)"
+  local start=$SECONDS
+  "$python" scripts/bench.py "$name" --budget "$budget" --out "$out_dir/$name-gpu.json" "$@" \
+    2>&1 | tee "$out_dir/$name-gpu.log"
+  local rc=${PIPESTATUS[0]}
+  echo "[bench_gpu] $name: exit $rc after $((SECONDS - start))s"
+  [ "$rc" -eq 0 ] || status=1
+}
+run memory 30
+run emap 170 --repeats 3
+run fusion 220 --repeats 5
+exit $status
