@@ -76,6 +76,43 @@ def check_positive(value: Any, option: str, name: str) -> int:
     return value
 
 
+def as_real_array(x: Any, what: str, name: str) -> jax.Array:
+    """``x`` as a real floating ``jax.Array`` of at least float32 precision.
+
+    The dtype policy of every fusion operator and model: integer and boolean inputs
+    become float32; float16 and bfloat16 inputs are computed in float32 (the
+    parameters' dtype, and the precision the sums inside the operators need); float64
+    inputs stay float64 (with ``jax_enable_x64``, else JAX stores them as float32).
+
+    Args:
+      x: an array-like ``[...]``.
+      what: which input it is, e.g. ``"modality 1"``, for error messages.
+      name: the operator's or model's name, for error messages.
+
+    Raises:
+      TypeError: ``x`` is not numeric (strings, objects) or is complex.
+    """
+    try:
+        x = jnp.asarray(x)
+    except TypeError as error:
+        raise TypeError(
+            f"{name}: {what} must be a numeric array, got {type(x).__name__} "
+            f"with dtype {getattr(x, 'dtype', None)}"
+        ) from error
+    if jnp.issubdtype(x.dtype, jnp.complexfloating):
+        raise TypeError(
+            f"{name}: {what} has complex dtype {x.dtype} (shape {x.shape}); pass real "
+            "features, e.g. jnp.real(x) and jnp.imag(x) concatenated"
+        )
+    if not (jnp.issubdtype(x.dtype, jnp.number) or x.dtype == jnp.bool_):
+        raise TypeError(f"{name}: {what} must be numeric, got dtype {x.dtype} (shape {x.shape})")
+    # half-precision inputs join float32 parameters anyway; promoting up front keeps
+    # norms and products of raw inputs from overflowing float16's range
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        return x.astype(jnp.float32)
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
 def check_inputs(
     xs: Sequence[jax.typing.ArrayLike], in_dims: Sequence[int], name: str
 ) -> tuple[jax.Array, ...]:
@@ -87,9 +124,11 @@ def check_inputs(
       name: the operator's name, used in error messages.
 
     Returns:
-      The inputs as ``jax.Array``s; integer and boolean inputs are cast to float32.
+      The inputs as real floating ``jax.Array``s (see ``as_real_array``): integer,
+      boolean, float16 and bfloat16 inputs become float32, float64 stays float64.
 
     Raises:
+      TypeError: a non-numeric or complex input, naming the modality.
       ValueError: wrong number of modalities, a rank-0 input, a feature size that
         differs from ``in_dims[m]``, or leading dims that disagree. Raised at trace
         time, naming the modality and the shapes.
@@ -105,7 +144,7 @@ def check_inputs(
         )
     arrays = []
     for m, (x, d) in enumerate(zip(xs, in_dims, strict=True)):
-        x = jnp.asarray(x)
+        x = as_real_array(x, f"modality {m}", name)
         if x.ndim < 1:
             raise ValueError(f"{name}: modality {m} must have shape [..., {d}], got a scalar")
         if x.shape[-1] != d:
@@ -113,8 +152,6 @@ def check_inputs(
                 f"{name}: modality {m} has feature size {x.shape[-1]} "
                 f"(shape {x.shape}), expected in_dims[{m}] = {d}"
             )
-        if not jnp.issubdtype(x.dtype, jnp.inexact):
-            x = x.astype(jnp.float32)
         arrays.append(x)
     lead = arrays[0].shape[:-1]
     for m, x in enumerate(arrays[1:], start=1):

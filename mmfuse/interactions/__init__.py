@@ -4,9 +4,16 @@
   additive functions of its M modalities (Hessel and Lee, EMNLP 2020), exact over all
   N^M cross pairs in one blocked pass, or Monte-Carlo with standard errors;
 - ``emap_model``: the same for an mmfuse model, encoding each modality only once;
+- ``sharded_emap`` / ``sharded_emap_decompose``: the same with the examples sharded by
+  rows over the devices of a mesh, each device pairing its rows with all columns;
 - ``emap_report``: accuracy / AUC / MSE of the model, its projection and its unimodal
   marginals; ``rank_interactions``: the examples that rely most on interactions;
 - ``metrics``: the metrics themselves.
+- ``pid(joint)``: the partial information decomposition (redundancy, uniqueness,
+  synergy, in bits) of a discrete joint ``p(x1, x2, y)`` (Bertschinger et al., 2014);
+  ``pid_from_samples(x1, x2, y)``: the same from paired samples, continuous modalities
+  clustered first (Liang et al., NeurIPS 2023); a model's predictions as ``y`` give
+  the model PID.
 
 >>> import jax.numpy as jnp
 >>> from mmfuse import interactions
@@ -17,9 +24,14 @@
 from mmfuse.interactions import metrics
 from mmfuse.interactions._emap import EmapDecomposition, emap, emap_decompose
 from mmfuse.interactions._model import emap_model, model_fn
+from mmfuse.interactions._pid import PID, pid
+from mmfuse.interactions._pid_samples import Discretized, pid_from_samples
 from mmfuse.interactions._report import EmapReport, emap_report, rank_interactions
+from mmfuse.interactions._sharded import sharded_emap, sharded_emap_decompose
 
 __all__ = [
+    "PID",
+    "Discretized",
     "EmapDecomposition",
     "EmapReport",
     "emap",
@@ -28,5 +40,9 @@ __all__ = [
     "emap_report",
     "metrics",
     "model_fn",
+    "pid",
+    "pid_from_samples",
     "rank_interactions",
+    "sharded_emap",
+    "sharded_emap_decompose",
 ]

@@ -19,7 +19,10 @@ ModelFn = Callable[[tuple[jax.Array, ...]], jax.Array]
 def check_inputs(inputs: Any, name: str = "emap") -> tuple[jax.Array, ...]:
     """``inputs``, a sequence of M ≥ 2 arrays ``[N, ...]`` paired on axis 0, as jax arrays.
 
+    The arrays keep their dtypes: ``fn`` receives them as given.
+
     Raises:
+      TypeError: an input that is not a numeric array (strings, objects), naming it.
       ValueError: not a sequence, fewer than two modalities, an input without a
         leading axis, leading sizes that differ, or N < 2.
     """
@@ -33,7 +36,7 @@ def check_inputs(inputs: Any, name: str = "emap") -> tuple[jax.Array, ...]:
             f"{name}: needs at least two modalities (M >= 2), got {len(inputs)}; EMAP "
             "removes cross-modal interactions, which a single modality does not have"
         )
-    xs = tuple(jnp.asarray(x) for x in inputs)
+    xs = tuple(_as_array(x, m, name) for m, x in enumerate(inputs))
     for m, x in enumerate(xs):
         if x.ndim == 0:
             raise ValueError(f"{name}: modality {m} is a scalar; expected an array [N, ...]")
@@ -46,6 +49,20 @@ def check_inputs(inputs: Any, name: str = "emap") -> tuple[jax.Array, ...]:
     if sizes[0] < 2:
         raise ValueError(f"{name}: needs N >= 2 paired examples, got N = {sizes[0]}")
     return xs
+
+
+def _as_array(x: Any, m: int, name: str) -> jax.Array:
+    """Modality ``m``'s input as a ``jax.Array``, or a ``TypeError`` that names it."""
+    try:
+        x = jnp.asarray(x)
+    except TypeError as error:
+        raise TypeError(
+            f"{name}: modality {m} must be a numeric array [N, ...], got "
+            f"{type(x).__name__} with dtype {getattr(x, 'dtype', None)}"
+        ) from error
+    if not (jnp.issubdtype(x.dtype, jnp.number) or x.dtype == jnp.bool_):
+        raise TypeError(f"{name}: modality {m} must be numeric, got dtype {x.dtype}")
+    return x
 
 
 def check_positive_int(value: Any, option: str, name: str, minimum: int = 1) -> int:
@@ -71,6 +88,12 @@ def check_output(out: Any, n: int, name: str) -> Any:
         raise ValueError(
             f"{name}: fn returned shape {tuple(out.shape)} for a batch of n = {n} "
             f"examples; expected [n] or [n, C] with n = {n} (one output per example)"
+        )
+    if jnp.issubdtype(out.dtype, jnp.complexfloating):
+        # the projection is defined on real logits; a cast would drop the imaginary part
+        raise ValueError(
+            f"{name}: fn must return real numbers, got complex dtype {out.dtype}; "
+            "project the real and imaginary parts separately"
         )
     if not (jnp.issubdtype(out.dtype, jnp.number) or out.dtype == jnp.bool_):
         raise ValueError(f"{name}: fn must return numbers, got dtype {out.dtype}")

@@ -281,7 +281,8 @@ def _exact(
     # every S_m sums the same N^M values: average their totals for E[f]
     total = sum(jnp.sum(s, axis=0) for s in sums) / num_modalities  # [C]
     marginals = tuple(s / num_rows for s in sums)  # M x [N, C]
-    return marginals, total / n**num_modalities, num_nonfinite
+    # counts as Python floats: N^M overflows the int32 that JAX would make of an int
+    return marginals, total / float(n) ** num_modalities, num_nonfinite
 
 
 def _sampled(
@@ -308,7 +309,7 @@ def _sampled(
     # Var(Σ_m marg_m[i] − (M−1)·grand)
     #   = (1 − 2(M−1)/(M·N))·Σ_m Var(marg_m[i]) + (M−1)²·Var(grand).
     sq_se = variances / num_samples  # [M, N, C]
-    grand_var = jnp.sum(sq_se, axis=(0, 1)) / (num_modalities * n) ** 2  # [C]
+    grand_var = jnp.sum(sq_se, axis=(0, 1)) / float(num_modalities * n) ** 2  # [C]
     covariance_share = 2 * (num_modalities - 1) / (num_modalities * n)
     projected_var = (1 - covariance_share) * jnp.sum(sq_se, axis=0) + (
         num_modalities - 1

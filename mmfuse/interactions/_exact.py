@@ -16,6 +16,7 @@ sums with Kahan compensation, so the error does not grow with the number of bloc
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
@@ -83,7 +84,9 @@ def exact_sums(
 
     Args:
       fn: ``fn(xs) -> [n, ...]`` for a tuple of M batches ``[n, ...]``.
-      xs: M arrays ``[N, ...]``.
+      xs: M arrays ``[N_m, ...]``; usually all N_m = N, but the pass covers any
+        product ``[N_0] × ... × [N_{M-1}]`` (a device's shard of modality 0 against
+        all examples of the others, for instance).
       shift: ``[C]``, subtracted from every output before summing (sums of deviations
         from a reference lose less to cancellation than sums of raw logits).
       block_size: B, rows (combinations of modalities 0..M-2) per block.
@@ -91,15 +94,16 @@ def exact_sums(
       name: for error messages.
 
     Returns:
-      ``(S_0, ..., S_{M-1})``, each ``[N, C]`` with ``S_m[i] = Σ_{i_m = i} (f - shift)``,
+      ``(S_0, ..., S_{M-1})``, each ``[N_m, C]`` with ``S_m[i] = Σ_{i_m = i} (f - shift)``,
       and the number of pairs with a non-finite output (int32, saturating).
     """
-    num_modalities, n = len(xs), xs[0].shape[0]
+    sizes = [x.shape[0] for x in xs]
+    n = sizes[-1]
     num_outputs = shift.shape[0]
-    num_rows = n ** (num_modalities - 1)
+    num_rows = math.prod(sizes[:-1])
     num_blocks = -(-num_rows // block_size)
-    # row r holds i_m = (r // n^(M-2-m)) % n for m < M-1
-    strides = [n ** (num_modalities - 2 - m) for m in range(num_modalities - 1)]
+    # row r holds i_m = (r // Π_{m<k<M-1} N_k) % N_m for m < M-1
+    strides = [math.prod(sizes[m + 1 : -1]) for m in range(len(xs) - 1)]
     last = xs[-1]
 
     def row(*row_xs: jax.Array) -> jax.Array:
@@ -113,18 +117,21 @@ def exact_sums(
         rows = b * block_size + jnp.arange(block_size)  # [B]
         valid = rows < num_rows  # the last block is padded
         rows = jnp.minimum(rows, num_rows - 1)
-        idx = [(rows // s) % n for s in strides]  # M-1 x [B]
+        idx = [(rows // s) % size for s, size in zip(strides, sizes, strict=False)]  # M-1 x [B]
         out = jax.vmap(row)(*(x[i] for x, i in zip(xs, idx, strict=False)))  # [B, N, C]
         bad = jnp.logical_and(~jnp.all(jnp.isfinite(out), axis=-1), valid[:, None])  # [B, N]
         count = saturating_add(count, jnp.sum(bad, dtype=jnp.int32))
         out = jnp.where(valid[:, None, None], out - shift[None, None, :], 0)  # [B, N, C]
         row_sums = jnp.sum(out, axis=1)  # [B, C]
-        deltas = [jnp.zeros((n, num_outputs), dtype).at[i].add(row_sums) for i in idx]
+        deltas = [
+            jnp.zeros((size, num_outputs), dtype).at[i].add(row_sums)
+            for i, size in zip(idx, sizes, strict=False)
+        ]
         deltas.append(pairwise_sum(out))  # [N, C] column sums
         new = [kahan_add(s, c, d) for s, c, d in zip(sums, comps, deltas, strict=True)]
         return tuple(s for s, _ in new), tuple(c for _, c in new), count
 
-    zeros = tuple(jnp.zeros((n, num_outputs), dtype) for _ in xs)
+    zeros = tuple(jnp.zeros((size, num_outputs), dtype) for size in sizes)
     sums, comps, count = jax.lax.fori_loop(
         0, num_blocks, block, (zeros, zeros, jnp.zeros((), jnp.int32))
     )

@@ -27,6 +27,9 @@ def sampled_moments(
     block_size: int,
     dtype: Any,
     name: str,
+    *,
+    start: jax.Array | int = 0,
+    num_examples: int | None = None,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Per-(modality, example) sample mean and variance of ``f - shift`` over K partners.
 
@@ -39,22 +42,26 @@ def sampled_moments(
       block_size: B examples per block; each block evaluates ``M·B·K`` pairs in one call.
       dtype: the accumulation dtype.
       name: for error messages.
+      start, num_examples: estimate for examples ``start .. start + num_examples - 1`` only (a
+        device's shard), their partners still drawn from all N; default all N.
 
     Returns:
-      ``means [M, N, C]``, ``variances [M, N, C]`` (unbiased sample variances, ddof 1)
-      and the number of sampled pairs with a non-finite output (int32, saturating).
+      ``means [M, n, C]``, ``variances [M, n, C]`` (unbiased sample variances, ddof 1)
+      for the ``n = num_examples`` examples, and the number of sampled pairs with a non-finite
+      output (int32, saturating).
     """
     num_modalities, n = len(xs), xs[0].shape[0]
     num_outputs, k = shift.shape[0], num_samples
-    num_blocks = -(-n // block_size)
+    num_examples = n if num_examples is None else num_examples
+    num_blocks = -(-num_examples // block_size)
     pairs = num_modalities * block_size * k
     # own[t, ..., m]: in the draws for target modality t, modality m keeps the example
     own = jnp.eye(num_modalities, dtype=bool)[:, None, None, :]  # [M, 1, 1, M]
 
     def block(count, b):
         examples = b * block_size + jnp.arange(block_size)  # [B]
-        valid = examples < n  # the last block is padded
-        examples = jnp.minimum(examples, n - 1)
+        valid = examples < num_examples  # the last block is padded
+        examples = start + jnp.minimum(examples, num_examples - 1)
         shape = (num_modalities, block_size, k, num_modalities)  # [target, B, K, modality]
         draws = jax.random.randint(jax.random.fold_in(key, b), shape, 0, n)
         idx = jnp.where(own, examples[None, :, None, None], draws)  # [M, B, K, M]
@@ -75,6 +82,6 @@ def sampled_moments(
 
     def unblock(a: jax.Array) -> jax.Array:
         a = jnp.moveaxis(a, 1, 0).reshape(num_modalities, num_blocks * block_size, num_outputs)
-        return a[:, :n]  # [M, N, C]
+        return a[:, :num_examples]  # [M, n, C]
 
     return unblock(means), unblock(variances), count

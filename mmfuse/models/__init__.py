@@ -6,6 +6,9 @@
   ``LateFusion`` (mean or learned weights over unimodal predictions);
 - transformers over raw modality tokens: ``EarlyFusionTransformer`` and
   ``BottleneckFusion`` (attention bottlenecks);
+- ``ResidualFusion``: a sum of unimodal, bimodal (and trimodal) MLP branches, trained
+  with ``residual_loss`` so that interactions fit only what simpler branches leave over
+  (multimodal residual optimization); ``interaction_share`` measures how much they do;
 - ``as_pure(model)``: ``params`` and pure ``apply`` (and ``encode`` / ``head``) functions.
 
 >>> from flax import nnx
@@ -21,6 +24,7 @@
 from mmfuse.models.encoders import MLP, SequenceEncoder
 from mmfuse.models.modular import FusionModel, LateFusion
 from mmfuse.models.pure import PureModel, as_pure
+from mmfuse.models.residual import ResidualFusion, interaction_share, residual_loss
 from mmfuse.models.transformers import BottleneckFusion, EarlyFusionTransformer
 
 __all__ = [
@@ -30,6 +34,9 @@ __all__ = [
     "FusionModel",
     "LateFusion",
     "PureModel",
+    "ResidualFusion",
     "SequenceEncoder",
     "as_pure",
+    "interaction_share",
+    "residual_loss",
 ]

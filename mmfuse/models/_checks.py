@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from mmfuse.fusion._core import as_real_array
+
 # (feature size d_m or None if unknown, per-example rank: 1 for [..., d], 2 for [..., T, d])
 InputSpec = tuple[int | None, int | None]
 
@@ -40,15 +42,20 @@ def check_sequence(xs: Any, num_modalities: int, name: str, what: str = "modalit
         raise ValueError(f"{name}: expected {num_modalities} {what}, got {len(xs)}")
 
 
-def as_float(x: jax.typing.ArrayLike) -> jax.Array:
-    """``x`` as a ``jax.Array``; integer and boolean inputs become float32."""
-    x = jnp.asarray(x)
-    return x if jnp.issubdtype(x.dtype, jnp.inexact) else x.astype(jnp.float32)
+def as_float(x: jax.typing.ArrayLike, what: str, name: str) -> jax.Array:
+    """``x`` as a real floating ``jax.Array`` (``mmfuse.fusion``'s dtype policy).
+
+    Integer, boolean, float16 and bfloat16 inputs become float32; float64 stays float64.
+
+    Raises:
+      TypeError: a non-numeric or complex ``x``, naming it as ``what``.
+    """
+    return as_real_array(x, what, name)
 
 
 def check_input(x: jax.typing.ArrayLike, dim: int, name: str, *, rank: int = 1) -> jax.Array:
     """Checks one input ``[..., d]`` (rank 1) or ``[..., T, d]`` (rank 2) against ``d = dim``."""
-    x = as_float(x)
+    x = as_float(x, "input", name)
     if x.ndim < rank:
         want = f"[..., {dim}]" if rank == 1 else f"[..., T, {dim}]"
         raise ValueError(f"{name}: input must have shape {want}, got shape {x.shape}")
@@ -71,13 +78,14 @@ def check_modalities(
       name: the model's name, used in error messages.
 
     Raises:
+      TypeError: a non-numeric or complex input, naming the modality.
       ValueError: a wrong number of modalities, an input of too low rank, a feature
         size that differs from ``d_m``, or batch dims that disagree between modalities.
     """
     check_sequence(xs, len(specs), name)
     arrays = []
     for m, (x, (dim, rank)) in enumerate(zip(xs, specs, strict=True)):
-        x = as_float(x)
+        x = as_float(x, f"modality {m}", name)
         if x.ndim < (rank or 1):
             want = f"[..., {dim or 'd'}]" if rank in (None, 1) else f"[..., T, {dim or 'd'}]"
             raise ValueError(f"{name}: modality {m} must have shape {want}, got shape {x.shape}")
@@ -131,7 +139,7 @@ def check_tokens(
     check_sequence(masks, len(in_dims), name, "masks (one per modality, or None)")
     raw = []
     for m, (x, d) in enumerate(zip(xs, in_dims, strict=True)):
-        x = as_float(x)
+        x = as_float(x, f"modality {m}", name)
         if x.ndim not in (2, 3):
             raise ValueError(
                 f"{name}: modality {m} must have shape [B, T, {d}] or [B, {d}], got {x.shape}"

@@ -1,0 +1,173 @@
+"""Checks of sharded EMAP on 8 simulated CPU devices, run as a script by ``test_sharded``.
+
+The device count is fixed when jax starts, so this runs in its own process with
+``XLA_FLAGS=--xla_force_host_platform_device_count=8`` set before jax is imported; it
+prints one JSON object of measurements for the test to assert on.
+"""
+
+import json
+import os
+import sys
+import time
+
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+os.environ["JAX_PLATFORMS"] = "cpu"
+os.environ.setdefault("JAX_NUMPY_RANK_PROMOTION", "raise")
+
+import warnings
+
+warnings.simplefilter("error")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from mmfuse import interactions  # noqa: E402
+from tests.interactions.fns import additive, inputs, interacting  # noqa: E402
+from tests.models import zoo  # noqa: E402
+
+
+def max_rel_error(got, want):
+    """max |got − want| / max(1, |want|) over every field of two decompositions."""
+    pairs = [
+        (got.original, want.original),
+        *zip(got.marginals, want.marginals, strict=True),
+        (got.grand_mean, want.grand_mean),
+        (got.projected, want.projected),
+    ]
+    return max(
+        float(np.max(np.abs(np.asarray(g) - np.asarray(w)) / np.maximum(1.0, np.abs(w))))
+        for g, w in pairs
+    )
+
+
+def exact_checks(mesh):
+    """Sharded exact EMAP against single-device EMAP for M = 2, 3 and three row layouts."""
+    results = {}
+    for label, widths, axis in [
+        ("M2_both_axes", (3, 2), None),
+        ("M3_one_axis", (3, 2, 2), "y"),
+        ("M2_swapped_axes", (2, 3), ("y", "x")),
+        ("M3_other_axis", (2, 2, 3), "x"),
+    ]:
+        n = 16
+        fn, xs = interacting(widths), inputs(len(widths), n, widths)
+        want = interactions.emap_decompose(fn, xs)
+        got = interactions.sharded_emap_decompose(fn, xs, mesh=mesh, axis_name=axis, block_size=5)
+        axes = ("x", "y") if axis is None else (axis,) if isinstance(axis, str) else axis
+        results[label] = {
+            "error": max_rel_error(got, want),
+            "spec": [list(got.projected.sharding.spec[0])]
+            if isinstance(got.projected.sharding.spec[0], tuple)
+            else [[got.projected.sharding.spec[0]]],
+            "axes": list(axes),
+            "shape": list(got.projected.shape),
+        }
+    return results
+
+
+def model_check(mesh):
+    """A factorizing model: encodings sharded, head cross-paired on each device."""
+    model = zoo.built("fusion_mlp_tensor")
+    xs = zoo.vector_inputs(seed=3, batch=16)
+    want = interactions.emap_model(model, xs)
+    got = interactions.sharded_emap(*interactions.model_fn(model, xs), mesh=mesh)
+    return float(np.max(np.abs(np.asarray(got) - np.asarray(want))))
+
+
+def monte_carlo_checks(mesh):
+    """z-scores of sharded Monte-Carlo estimates against exact values, and stderr ratios."""
+    n, widths = 64, (3, 2)
+    fn, xs = interacting(widths), inputs(30, n, widths)
+    exact = interactions.emap_decompose(fn, xs)
+    key = jax.random.key(1)
+    sharded = interactions.sharded_emap_decompose(fn, xs, mesh=mesh, num_samples=64, key=key)
+    single = interactions.emap_decompose(fn, xs, num_samples=64, key=key)
+    z = np.concatenate(
+        [
+            np.ravel((np.asarray(e) - np.asarray(x)) / np.asarray(s))
+            for e, s, x in [
+                *zip(sharded.marginals, sharded.marginal_stderr, exact.marginals, strict=True),
+                (sharded.projected, sharded.projected_stderr, exact.projected),
+            ]
+        ]
+    )
+    ratio = np.asarray(sharded.projected_stderr) / np.asarray(single.projected_stderr)
+    return {
+        "max_abs_z": float(np.max(np.abs(z))),
+        "mean_sq_z": float(np.mean(z**2)),
+        "mean_z": float(np.mean(z)),
+        "num_z": int(z.size),
+        "stderr_ratio_median": float(np.median(ratio)),
+        "original_error": float(
+            np.max(np.abs(np.asarray(sharded.original) - np.asarray(exact.original)))
+        ),
+    }
+
+
+def large_monte_carlo(mesh):
+    """N = 10^5 examples, K = 4 partners: the grand mean of an additive model is known."""
+    n, widths = 100_000, (2, 2)
+    fn = additive(widths, num_outputs=1)
+    xs = inputs(40, n, widths)
+    start = time.perf_counter()
+    parts = interactions.sharded_emap_decompose(
+        fn, xs, mesh=mesh, num_samples=4, key=jax.random.key(2)
+    )
+    projected = np.asarray(parts.projected)
+    seconds = time.perf_counter() - start
+    # E[f] for an additive f is the sum of each term's mean over the examples
+    terms = [
+        fn(tuple(jnp.zeros_like(x) if k != m else x for k, x in enumerate(xs))) for m in range(2)
+    ]
+    at_zero = fn(tuple(jnp.zeros_like(x[:1]) for x in xs))
+    grand = sum(np.mean(np.asarray(t), axis=0) for t in terms) - np.asarray(at_zero)[0]
+    z = (np.asarray(parts.grand_mean) - grand) / np.asarray(parts.grand_mean_stderr)
+    return {
+        "seconds": seconds,
+        "shape": list(projected.shape),
+        "finite": bool(np.all(np.isfinite(projected))),
+        "grand_z": float(np.max(np.abs(z))),
+    }
+
+
+def error_checks(mesh):
+    """The messages of the errors sharded EMAP raises on bad arguments."""
+    fn, xs = interacting((3, 2)), inputs(50, 12, (3, 2))
+    messages = {}
+    for label, call in [
+        ("indivisible", lambda: interactions.sharded_emap(fn, xs, mesh=mesh)),
+        ("bad_axis", lambda: interactions.sharded_emap(fn, xs, mesh=mesh, axis_name="z")),
+        ("not_a_mesh", lambda: interactions.sharded_emap(fn, xs, mesh=jax.devices())),
+        (
+            "nonfinite",
+            lambda: interactions.sharded_emap(
+                fn, (xs[0][:8].at[3, 0].set(jnp.nan), xs[1][:8]), mesh=mesh
+            ),
+        ),
+    ]:
+        try:
+            call()
+            messages[label] = None
+        except ValueError as error:
+            messages[label] = str(error)
+    return messages
+
+
+def main():
+    mesh = jax.make_mesh((2, 4), ("x", "y"))
+    start = time.perf_counter()
+    results = {
+        "device_count": jax.device_count(),
+        "exact": exact_checks(mesh),
+        "model": model_check(mesh),
+        "monte_carlo": monte_carlo_checks(mesh),
+        "large": large_monte_carlo(mesh),
+        "errors": error_checks(mesh),
+    }
+    results["seconds"] = time.perf_counter() - start
+    json.dump(results, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
