@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import string
 from collections.abc import Sequence
 
 import jax
@@ -22,7 +21,7 @@ from mmfuse.fusion._core import (
 )
 from mmfuse.fusion._registry import register
 
-_MAX_MODALITIES = 20  # one einsum letter per modality
+_MAX_MODALITIES = 20  # the kernel has one axis per modality: Π(d_m + 1) grows fast
 
 
 def init_tensor(
@@ -67,9 +66,11 @@ def tensor(
 ) -> jax.Array:
     """Tensor fusion ``z = W · vec(⊗_m [x_m; 1])``.
 
-    The contraction runs modality by modality (``jnp.einsum``), which equals the
-    TFN definition without materialising the ``Π(d_m + 1)`` outer product per
-    example. Appending the 1 keeps every lower-order term: unimodal, bimodal, ...,
+    The contraction runs modality by modality in the kernel's own axis order (a
+    matmul with the first modality, then a batched contraction per further modality),
+    which equals the TFN definition without materialising the ``Π(d_m + 1)`` outer
+    product per example, and never transposes (copies) the kernel. Appending the 1
+    keeps every lower-order term: unimodal, bimodal, ...,
     M-modal products all appear in the feature vector.
 
     Args:
@@ -87,10 +88,14 @@ def tensor(
     kernel = params["kernel"]
     in_dims = [s - 1 for s in kernel.shape[:-1]]
     xs = check_inputs(xs, in_dims, "tensor")
-    letters = string.ascii_lowercase[: len(xs)]
-    spec = ",".join(f"...{c}" for c in letters) + f",{letters}z->...z"
     zs = [append_one(x, append) for x in xs]  # M x [..., d_m + 1]
-    return jnp.einsum(spec, *zs, kernel, optimize="optimal")  # [..., C]
+    lead = zs[0].shape[:-1]
+    zs = [z.reshape(-1, z.shape[-1]) for z in zs]  # M x [B, d_m + 1], B = prod(lead)
+    out = zs[0] @ kernel.reshape(kernel.shape[0], -1)  # [B, (d_2 + 1) ... (d_M + 1) C]
+    for z in zs[1:]:
+        out = out.reshape(out.shape[0], z.shape[-1], out.shape[1] // z.shape[-1])
+        out = jnp.einsum("bk,bkr->br", z, out)  # [B, d_m + 1, rest] -> [B, rest]
+    return out.reshape(*lead, kernel.shape[-1])  # [..., C]
 
 
 @register("tensor")
