@@ -1,0 +1,42 @@
+"""The MRO trainer: interaction branches are used on xor, not on additive data; EMAP agrees."""
+
+import pytest
+
+from configs import mro as mro_config
+from experiments import mro
+from mmfuse import train
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory, data_dir):
+    workdir = tmp_path_factory.mktemp("mro")
+    config = mro_config.get_config("tiny")
+    config.data_dir = str(data_dir)
+    return workdir, mro.train_and_evaluate(config, workdir)
+
+
+def test_interaction_share_follows_the_structure_of_the_data(results):
+    _, out = results
+    additive = out["datasets"]["synthetic/additive"]
+    xor = out["datasets"]["synthetic/xor"]
+    assert additive["interaction_share"] < 0.1
+    assert xor["interaction_share"] > 0.5
+    assert additive["test"] > 0.9 and xor["test"] > 0.9
+
+
+def test_emap_agrees_with_the_interaction_share(results):
+    _, out = results
+    additive = out["datasets"]["synthetic/additive"]
+    xor = out["datasets"]["synthetic/xor"]
+    assert additive["test"] - additive["emap"] < 0.03  # nothing lost without interactions
+    assert xor["emap"] < 0.65  # everything lost
+
+
+def test_outputs_and_a_rerun_that_reads_the_finished_runs(results, data_dir):
+    workdir, out = results
+    for name in ("config.json", "metrics.jsonl", "results.json", "plots/emap.png"):
+        assert (workdir / name).exists(), name
+    assert len(train.read_metrics(workdir / "metrics.jsonl")) == 2
+    config = mro_config.get_config("tiny")
+    config.data_dir = str(data_dir)
+    assert mro.train_and_evaluate(config, workdir) == out
