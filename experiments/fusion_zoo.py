@@ -30,7 +30,6 @@ of its modalities, e.g. ``uci_mfeat:fou+kar``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import pathlib
 import statistics
 import time
@@ -38,6 +37,7 @@ from typing import Any
 
 import jax
 import ml_collections
+from flax import nnx
 
 from experiments import _common, _plots
 from mmfuse import data, fusion, train
@@ -143,6 +143,29 @@ def model_config(config: ml_collections.ConfigDict, model: Model) -> ml_collecti
     )
 
 
+def fit_model(
+    config: ml_collections.ConfigDict,
+    task: _common.Task,
+    model: Model,
+    seed: int,
+    run_dir: pathlib.Path,
+) -> tuple[nnx.Module, train.FitResult]:
+    """Builds one model of the zoo and fits it; a finished run is restored, not retrained."""
+    module = _common.model_from_config(model_config(config, model), task, seed)
+    loss_fn, fit_kwargs = _common.fit_arguments(config, task, module, seed=seed)
+    optimizer = fit_kwargs.pop("optimizer")
+    result = train.fit(
+        module,
+        loss_fn,
+        optimizer,
+        task.splits["train"],
+        workdir=run_dir,
+        description=f"{task.name} {model.spec} seed {seed}",
+        **fit_kwargs,
+    )
+    return module, result
+
+
 def train_run(
     config: ml_collections.ConfigDict,
     task: _common.Task,
@@ -152,31 +175,19 @@ def train_run(
 ) -> dict[str, Any]:
     """Trains (or resumes) one run; returns its record, also written to ``run.json``."""
     start = time.perf_counter()
-    cfg = model_config(config, model)
-    module = _common.model_from_config(cfg, task, seed)
-    loss_fn, fit_kwargs = _common.fit_arguments(config, task, module, seed=seed)
-    optimizer = fit_kwargs.pop("optimizer")
     record: dict[str, Any] = {
         "dataset": task.name,
         "model": model.spec,
         "seed": seed,
-        "config": _common.plain(cfg),
+        "config": _common.plain(model_config(config, model)),
         "metric": task.metric,
-        "params": _common.count_params(module),
     }
     try:
-        result = train.fit(
-            module,
-            loss_fn,
-            optimizer,
-            task.splits["train"],
-            workdir=run_dir,
-            description=f"{task.name} {model.spec} seed {seed}",
-            **fit_kwargs,
-        )
+        module, result = fit_model(config, task, model, seed, run_dir)
     except train.NonFiniteLossError as error:
         # A diverged run is a result of the zoo (the operator at this learning rate),
         # not a reason to stop the others.
+        module = _common.model_from_config(model_config(config, model), task, seed)
         record.update(diverged=str(error), test=None, step_ms=None)
     else:
         record.update(
@@ -187,6 +198,7 @@ def train_run(
             test=_common.test_metrics(result.model, task),
             step_ms=None if result.step_seconds is None else 1e3 * result.step_seconds,
         )
+    record["params"] = _common.count_params(module)
     record["seconds"] = time.perf_counter() - start
     train.write_json(run_dir / "run.json", record)
     return record
@@ -194,7 +206,7 @@ def train_run(
 
 def _read_record(run_dir: pathlib.Path) -> dict[str, Any] | None:
     path = run_dir / "run.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    return train.read_json(path) if path.exists() else None
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:

@@ -1,0 +1,42 @@
+"""The PID experiment: dataset PID per synthetic kind, model PID and its agreement."""
+
+import pytest
+
+from configs import pid as pid_config
+from experiments import pid
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory, data_dir):
+    workdir = tmp_path_factory.mktemp("pid")
+    config = pid_config.get_config("tiny")
+    config.data.data_dir = str(data_dir)
+    return workdir, pid.train_and_evaluate(config, workdir)
+
+
+def test_dataset_pid_shows_the_interaction_each_set_was_built_for(results):
+    _, out = results
+    xor = out["datasets"]["synthetic/xor"]["dataset"]
+    uniqueness = out["datasets"]["synthetic/uniqueness"]["dataset"]
+    assert xor["synergy"] > 5 * max(xor["redundancy"], xor["unique_1"], xor["unique_2"])
+    assert uniqueness["unique_1"] > 3 * max(
+        uniqueness["redundancy"], uniqueness["unique_2"], uniqueness["synergy"]
+    )
+
+
+def test_models_that_cannot_express_xor_disagree_with_its_pid_and_are_wrong(results):
+    workdir, out = results
+    xor = out["datasets"]["synthetic/xor"]["models"]
+    assert xor["tensor"]["agreement"] > 0.8 and xor["tensor"]["test"] > 0.9
+    for weak in ("late", "raw:additive"):
+        assert xor[weak]["agreement"] < 0.5 and xor[weak]["test"] < 0.6
+    assert out["correlation"] > 0.5
+    for name in ("results.json", "metrics.jsonl", "plots/dataset_pid.png", "plots/agreement.png"):
+        assert (workdir / name).exists(), name
+
+
+def test_agreement_is_one_for_equal_decompositions_and_zero_for_disjoint_ones():
+    a = {"redundancy": 0.2, "unique_1": 0.0, "unique_2": 0.0, "synergy": 0.5}
+    assert pid.agreement(a, a) == 1.0
+    b = {"redundancy": 0.0, "unique_1": 0.7, "unique_2": 0.0, "synergy": 0.0}
+    assert pid.agreement(a, b) == pytest.approx(0.0)
