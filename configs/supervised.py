@@ -54,6 +54,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.log_every = 50
     config.train.patience = ml_collections.config_dict.placeholder(int)  # evals; None: never
 
+    # Training on a device mesh: e.g. --config.mesh.shape=(8,) for data parallelism over
+    # 8 devices, or shape=(2,4), axes=('data','model'), param_axis=model to also split
+    # the parameters. () trains on the default device.
+    config.mesh = ml_collections.ConfigDict()
+    config.mesh.shape = ()
+    config.mesh.axes = ("data",)
+    config.mesh.param_axis = ml_collections.config_dict.placeholder(str)
+
     config.emap = ml_collections.ConfigDict()
     config.emap.enabled = True
     config.emap.max_examples = 1000

@@ -17,7 +17,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from mmfuse import data, fusion, interactions, models
+from mmfuse import data, fusion, interactions, models, train
 
 MODEL_KINDS = ("intermediate", "early", "late", "raw")
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
@@ -314,8 +314,10 @@ def fit_arguments(
     """``(loss_fn, fit_kwargs)`` of ``mmfuse.train.fit`` for ``model`` on ``task``.
 
     Reads the config's ``optim`` and ``train`` sections (num_steps, batch_size,
-    eval_every, checkpoint_every, log_every, patience); ``fit_kwargs`` holds every
-    keyword argument but the workdir, the optimizer included.
+    eval_every, checkpoint_every, log_every, patience) and, if present, ``mesh``
+    (``shape``, ``axes``, ``param_axis``: train on a device mesh; an empty shape trains
+    on the default device); ``fit_kwargs`` holds every keyword argument but the
+    workdir, the optimizer included.
     """
     steps = config.train.num_steps
     loss_fn, evaluate = make_objective(task, is_stochastic(model))
@@ -334,6 +336,14 @@ def fit_arguments(
         checkpoint_every=config.train.checkpoint_every,
         log_every=config.train.log_every,
     )
+    mesh = config.get("mesh")
+    if mesh is not None and tuple(mesh.shape):
+        axes = tuple(mesh.axes)
+        fit_kwargs.update(
+            mesh=train.make_mesh(tuple(mesh.shape), axes),
+            data_axis=axes[0],
+            param_axis=mesh.get("param_axis"),
+        )
     return loss_fn, fit_kwargs
 
 
