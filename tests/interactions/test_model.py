@@ -10,8 +10,8 @@ import optax
 import pytest
 from flax import nnx
 
-from experiments.fusion_demo import make_task
 from mmfuse import fusion, interactions, models
+from tests.fusion.expressivity import make_task
 from tests.interactions.fns import inputs
 
 

@@ -1,4 +1,4 @@
-"""Every registered fusion operator on a task that needs an interaction and on one that does not.
+"""Tasks that tell which fusion operators can express a cross-modal interaction.
 
 Each operator maps the two raw modalities straight to the two class logits, so what it
 can learn is exactly what its fusion equation can express:
@@ -9,12 +9,11 @@ can learn is exactly what its fusion equation can express:
   An additive model is the right model; every operator should do well.
 
 Each modality is its latent (the bit as ±1, or the Gaussian) times a random direction in
-``R^8``, plus isotropic noise. Run ``python -m experiments.fusion_demo --help``.
+``R^8``, plus isotropic noise.
 """
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -135,34 +134,3 @@ def run(
             name: train_operator(name, train, test, seed=seed, **train_kwargs) for name in operators
         }
     return results
-
-
-def format_table(results: dict[str, dict[str, dict[str, float]]]) -> str:
-    tasks = list(results)
-    operators = list(results[tasks[0]])
-    header = "| operator | " + " | ".join(f"{t} acc" for t in tasks) + " | params | options |"
-    lines = [header, "|" + "---|" * (len(tasks) + 3)]
-    for name in operators:
-        accs = " | ".join(f"{results[t][name]['accuracy']:.3f}" for t in tasks)
-        options = ", ".join(f"{k}={v}" for k, v in DEMO_OPTIONS.get(name, {}).items())
-        lines.append(f"| {name} | {accs} | {results[tasks[0]][name]['params']} | {options} |")
-    return "\n".join(lines)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--operators", nargs="*", default=None, help="default: all registered")
-    parser.add_argument("--steps", type=int, default=1500)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    print(
-        f"jax {jax.__version__} on {jax.devices()[0].platform}; training "
-        f"{len(args.operators or fusion.names())} operators on {', '.join(TASKS)} ..."
-    )
-    results = run(args.operators, steps=args.steps, seed=args.seed)
-    print("\nTest accuracy (chance = 0.5); each operator maps the raw modalities to logits.\n")
-    print(format_table(results))
-
-
-if __name__ == "__main__":
-    main()

@@ -1,17 +1,17 @@
-"""The demo behind scripts/demo.sh: interaction-capable operators solve XOR, additive cannot."""
+"""What each operator can express: interaction-capable operators solve XOR, additive cannot."""
 
 import numpy as np
 import pytest
 
-from experiments import fusion_demo
 from mmfuse import fusion
+from tests.fusion import expressivity
 
 INTERACTION_CAPABLE = ("tensor", "low_rank_tensor", "bilinear", "multiplicative", "nonlinear")
 
 
 @pytest.fixture(scope="module")
 def results():
-    return fusion_demo.run(steps=600, num_train=1000, num_test=1000)
+    return expressivity.run(steps=600, num_train=1000, num_test=1000)
 
 
 def test_xor_is_solved_by_interaction_operators_and_not_by_additive(results):
@@ -28,25 +28,19 @@ def test_every_operator_does_well_without_interactions(results):
         assert r["accuracy"] >= 0.85, (name, r)
 
 
-def test_table_lists_every_operator(results):
-    table = fusion_demo.format_table(results)
-    for name in fusion.names():
-        assert f"| {name} |" in table
-
-
 def test_tasks_are_seeded_and_labels_match_their_definition():
-    (a, b), y = fusion_demo.make_task("xor", 64, seed=3)
-    (a2, b2), y2 = fusion_demo.make_task("xor", 64, seed=3)
+    (a, b), y = expressivity.make_task("xor", 64, seed=3)
+    (a2, b2), y2 = expressivity.make_task("xor", 64, seed=3)
     np.testing.assert_array_equal(b, b2)
     np.testing.assert_array_equal(a, a2)
     np.testing.assert_array_equal(y, y2)
     assert set(np.unique(y)) == {0, 1}
     # Without noise each modality is ±(its direction): recover the bits up to a global flip.
-    (a, b), y = fusion_demo.make_task("xor", 64, noise=0.0, seed=3)
+    (a, b), y = expressivity.make_task("xor", 64, noise=0.0, seed=3)
     bit_a, bit_b = (a @ a[0] > 0), (b @ b[0] > 0)
     parity = (bit_a ^ bit_b).astype(np.int32)
     assert np.array_equal(y, parity) or np.array_equal(y, 1 - parity)
-    (a, b), y = fusion_demo.make_task("sum", 64, noise=0.0, seed=3)
+    (a, b), y = expressivity.make_task("sum", 64, noise=0.0, seed=3)
     assert 0 < y.mean() < 1
     with pytest.raises(ValueError, match="unknown task 'and'; tasks: xor, sum"):
-        fusion_demo.make_task("and", 4)
+        expressivity.make_task("and", 4)
