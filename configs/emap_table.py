@@ -17,7 +17,7 @@ drop is small, the lecture's lesson. The README lists the numbers of the last ru
 
 import ml_collections
 
-from configs.quickstart import model_section, optim_section, train_section
+from configs._sections import model_section, optim_section, train_section
 
 DATASETS = (
     {"name": "synthetic/xor"},

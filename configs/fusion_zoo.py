@@ -43,6 +43,7 @@ Expected (test accuracy, mean over 3 seeds, from the full run):
 
 import ml_collections
 
+from configs._sections import optim_section, train_section
 from mmfuse import fusion
 
 SYNTHETIC = (
@@ -98,21 +99,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.late_combine = "mean"
     config.model.fusion_options = ml_collections.ConfigDict(FUSION_OPTIONS)
 
-    config.optim = ml_collections.ConfigDict()
-    config.optim.name = "adam"
-    config.optim.learning_rate = 3e-3
-    config.optim.schedule = "cosine"
-    config.optim.warmup_steps = 0
-    config.optim.weight_decay = 0.0
-    config.optim.clip_norm = 1.0
-
-    config.train = ml_collections.ConfigDict()
-    config.train.num_steps = 1000
-    config.train.batch_size = 128
-    config.train.eval_every = 200
-    config.train.checkpoint_every = 500
-    config.train.log_every = 50
-    config.train.patience = ml_collections.config_dict.placeholder(int)  # evals; None: never
+    config.optim = optim_section()
+    config.train = train_section(1000, eval_every=200, checkpoint_every=500, log_every=50)
 
     if arg == "quick":
         config.datasets = ("synthetic/xor", "synthetic/additive")

@@ -17,7 +17,7 @@ additive only, few steps (a smoke run).
 
 import ml_collections
 
-from configs.quickstart import optim_section, train_section
+from configs._sections import optim_section, train_section
 
 SYNTHETIC = ("additive", "multiplicative", "xor", "redundancy", "uniqueness", "synergy", "mix")
 

@@ -19,37 +19,7 @@ loses only a little.
 
 import ml_collections
 
-
-def model_section() -> ml_collections.ConfigDict:
-    """Widths of the encoders, the fused representation and the head."""
-    model = ml_collections.ConfigDict()
-    model.encoder_hidden = (32,)
-    model.encoder_dim = 16
-    model.fused_dim = 32
-    model.head_hidden = (32,)
-    return model
-
-
-def optim_section(learning_rate: float = 3e-3) -> ml_collections.ConfigDict:
-    optim = ml_collections.ConfigDict()
-    optim.name = "adam"
-    optim.learning_rate = learning_rate
-    optim.schedule = "cosine"
-    optim.warmup_steps = 0
-    optim.weight_decay = 0.0
-    optim.clip_norm = 1.0
-    return optim
-
-
-def train_section(num_steps: int, batch_size: int = 128) -> ml_collections.ConfigDict:
-    section = ml_collections.ConfigDict()
-    section.num_steps = num_steps
-    section.batch_size = batch_size
-    section.eval_every = max(num_steps // 6, 1)
-    section.checkpoint_every = max(num_steps // 6, 1)
-    section.log_every = max(num_steps // 30, 1)
-    section.patience = ml_collections.config_dict.placeholder(int)
-    return section
+from configs._sections import model_section, optim_section, train_section
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -15,6 +15,8 @@ Overrides: any key below, e.g. ``--config.model.kind=late``, ``--config.train.nu
 
 import ml_collections
 
+from configs._sections import optim_section, train_section
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
@@ -38,21 +40,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.head_hidden = (32,)
     config.model.late_combine = "mean"
 
-    config.optim = ml_collections.ConfigDict()
-    config.optim.name = "adam"
-    config.optim.learning_rate = 3e-3
-    config.optim.schedule = "cosine"
-    config.optim.warmup_steps = 0
-    config.optim.weight_decay = 0.0
-    config.optim.clip_norm = 1.0
-
-    config.train = ml_collections.ConfigDict()
-    config.train.num_steps = 2000
-    config.train.batch_size = 128
-    config.train.eval_every = 250
-    config.train.checkpoint_every = 250
-    config.train.log_every = 50
-    config.train.patience = ml_collections.config_dict.placeholder(int)  # evals; None: never
+    config.optim = optim_section()
+    config.train = train_section(2000, eval_every=250, checkpoint_every=250, log_every=50)
 
     # Training on a device mesh: e.g. --config.mesh.shape=(8,) for data parallelism over
     # 8 devices, or shape=(2,4), axes=('data','model'), param_axis=model to also split

@@ -7,6 +7,8 @@ values into keyword arguments of ``mmfuse`` calls.
 from __future__ import annotations
 
 import dataclasses
+import pathlib
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -309,7 +311,12 @@ def monitor_for(task: Task) -> tuple[str, str]:
 
 
 def fit_arguments(
-    config: ml_collections.ConfigDict, task: Task, model: nnx.Module, *, seed: int
+    config: ml_collections.ConfigDict,
+    task: Task,
+    model: nnx.Module,
+    *,
+    seed: int,
+    objective: tuple[Any, Any] | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """``(loss_fn, fit_kwargs)`` of ``mmfuse.train.fit`` for ``model`` on ``task``.
 
@@ -317,10 +324,11 @@ def fit_arguments(
     eval_every, checkpoint_every, log_every, patience) and, if present, ``mesh``
     (``shape``, ``axes``, ``param_axis``: train on a device mesh; an empty shape trains
     on the default device); ``fit_kwargs`` holds every keyword argument but the
-    workdir, the optimizer included.
+    workdir, the optimizer included. ``objective`` replaces ``make_objective``'s
+    ``(loss_fn, evaluate)``.
     """
     steps = config.train.num_steps
-    loss_fn, evaluate = make_objective(task, is_stochastic(model))
+    loss_fn, evaluate = objective or make_objective(task, is_stochastic(model))
     monitor, mode = monitor_for(task)
     fit_kwargs = dict(
         optimizer=optimizer_from_config(config.optim, steps),
@@ -345,6 +353,23 @@ def fit_arguments(
             param_axis=mesh.get("param_axis"),
         )
     return loss_fn, fit_kwargs
+
+
+def open_run(
+    config: ml_collections.ConfigDict, workdir: pathlib.Path, *, ignore: tuple[str, ...] = ()
+) -> train.MetricWriter:
+    """Readies ``workdir`` for a run of many sub-runs; returns its ``metrics.jsonl`` writer.
+
+    The workdir resumes a run of the same config or is refused (``train.prepare_workdir``;
+    ``resume`` and the keys in ``ignore`` may differ). The file gets one line per
+    finished sub-run; a resumed run keeps the lines already written.
+    """
+    resuming = train.prepare_workdir(
+        workdir, config.to_dict(), resume=config.resume, ignore=("resume", *ignore)
+    )
+    return train.MetricWriter(
+        workdir / "metrics.jsonl", resume_step=sys.maxsize if resuming else None
+    )
 
 
 # --------------------------------------------------------------------------- evaluation

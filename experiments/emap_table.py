@@ -23,7 +23,6 @@ checkpoints and a ``run.json`` once finished, so a rerun resumes where it stoppe
 from __future__ import annotations
 
 import pathlib
-import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -203,13 +202,7 @@ def format_table(summaries: Mapping[str, Mapping[str, Any]], row_names: list[str
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     workdir = pathlib.Path(workdir)
-    resuming = train.prepare_workdir(
-        workdir, config.to_dict(), resume=config.resume, ignore=("resume",)
-    )
-    # One line per finished run; a resumed run keeps the lines already written.
-    writer = train.MetricWriter(
-        workdir / "metrics.jsonl", resume_step=sys.maxsize if resuming else None
-    )
+    writer = _common.open_run(config, workdir)
     summaries = {}
     for dataset in _common.plain(config.datasets):
         run = run_dataset(config, dataset, workdir, writer)

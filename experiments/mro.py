@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import pathlib
 import statistics
-import sys
 from typing import Any
 
 import jax
@@ -74,26 +73,21 @@ def train_run(config, task: _common.Task, seed: int, run_dir: pathlib.Path) -> d
         max_order=config.model.get("max_order"),
         rngs=nnx.Rngs(seed),
     )
-    loss_fn, evaluate = objective(task, config.penalty)
-    monitor, mode = _common.monitor_for(task)
+    objective_fns = objective(task, config.penalty)
+    loss_fn, fit_kwargs = _common.fit_arguments(
+        config, task, model, seed=seed, objective=objective_fns
+    )
+    optimizer = fit_kwargs.pop("optimizer")
     result = train.fit(
         model,
         loss_fn,
-        _common.optimizer_from_config(config.optim, config.train.num_steps),
+        optimizer,
         task.splits["train"],
-        num_steps=config.train.num_steps,
-        batch_size=config.train.batch_size,
-        seed=seed,
-        evaluate=evaluate,
-        eval_data=task.splits["validation"],
-        eval_every=config.train.eval_every,
-        monitor=monitor,
-        mode=mode,
-        checkpoint_every=config.train.checkpoint_every,
-        log_every=config.train.log_every,
         workdir=run_dir,
         description=f"{task.name} mro seed{seed}",
+        **fit_kwargs,
     )
+    evaluate = objective_fns[1]
     test = jax.jit(evaluate)(result.model, task.splits["test"])
     emap = _common.emap_scores(result.model, task, max_examples=config.emap_max_examples)
     record = {
@@ -148,12 +142,7 @@ def format_table(summaries: dict[str, dict[str, Any]]) -> str:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     workdir = pathlib.Path(workdir)
-    resuming = train.prepare_workdir(
-        workdir, config.to_dict(), resume=config.resume, ignore=("resume",)
-    )
-    writer = train.MetricWriter(
-        workdir / "metrics.jsonl", resume_step=sys.maxsize if resuming else None
-    )
+    writer = _common.open_run(config, workdir)
     summaries = {}
     for dataset in _common.plain(config.datasets):
         task = _common.load_task(

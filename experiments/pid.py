@@ -25,7 +25,6 @@ References:
 from __future__ import annotations
 
 import pathlib
-import sys
 from typing import Any
 
 import jax
@@ -123,14 +122,9 @@ def format_tables(results: dict[str, Any], models: list[str]) -> str:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     workdir = pathlib.Path(workdir)
-    resuming = train.prepare_workdir(
-        workdir, config.to_dict(), resume=config.resume, ignore=("resume", "zoo_workdir")
-    )
+    writer = _common.open_run(config, workdir, ignore=("zoo_workdir",))
     if config.get("compilation_cache", False):
         fusion_zoo.use_compilation_cache(workdir / "xla_cache")
-    writer = train.MetricWriter(
-        workdir / "metrics.jsonl", resume_step=sys.maxsize if resuming else None
-    )
     models = [fusion_zoo.parse_model(m).spec for m in config.models]
     results = {spec: run_dataset(config, spec, workdir, writer) for spec in config.datasets}
     pairs = [(m["agreement"], m["test"]) for r in results.values() for m in r["models"].values()]

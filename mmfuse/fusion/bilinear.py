@@ -110,7 +110,13 @@ def bilinear(params: Params, xs: Sequence[jax.typing.ArrayLike]) -> jax.Array:
     """
     x_a, x_b = check_inputs(xs, _widths(params), "bilinear")
     if "kernel" in params:
-        z = jnp.einsum("...a,abk,...b->...k", x_a, params["kernel"], x_b)  # [..., C]
+        # x_A first, with the kernel viewed as [d_A, d_B·C]: a plain matmul that never
+        # transposes (copies) the kernel, then the batched contraction with x_B.
+        kernel = params["kernel"]
+        d_a, d_b, out = kernel.shape
+        h = x_a @ kernel.reshape(d_a, d_b * out)  # [..., d_B·C]
+        h = h.reshape(*h.shape[:-1], d_b, out)  # [..., d_B, C]
+        z = jnp.einsum("...b,...bk->...k", x_b, h)  # [..., C]
     elif "p" in params:
         h = linear(x_a, params["u"]) * linear(x_b, params["v"])  # [..., r]
         z = linear(h, params["p"])  # [..., C]

@@ -9,7 +9,7 @@ from flax import nnx
 from configs import quickstart
 from experiments import emap_table
 from mmfuse import fusion, interactions, train
-from tests.experiments.conftest import run_main
+from tests.experiments.cli import run_main
 
 
 @pytest.fixture(scope="module")

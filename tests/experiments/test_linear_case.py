@@ -10,7 +10,7 @@ from flax import nnx
 from configs import linear_case as linear_case_config
 from experiments import linear_case
 from mmfuse import fusion
-from tests.experiments.conftest import run_main
+from tests.experiments.cli import run_main
 
 PUBLISHED = {
     "y ~ x_A": (4.63, 1.20),

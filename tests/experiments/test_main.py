@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.experiments.conftest import REPO_ROOT, run_main
+from tests.experiments.cli import REPO_ROOT, run_main
 
 # A short supervised run that checkpoints often.
 SHORT = (

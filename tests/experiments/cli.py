@@ -1,23 +1,11 @@
-"""Experiment tests share one tfds data folder per session and never write under the home."""
+"""Running the experiments' entry point from the tests."""
 
 import os
 import pathlib
 import subprocess
 import sys
 
-import pytest
-
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="session")
-def data_dir(tmp_path_factory) -> pathlib.Path:
-    return tmp_path_factory.mktemp("tfds")
-
-
-@pytest.fixture(autouse=True)
-def _tfds_data_dir(monkeypatch, data_dir):
-    monkeypatch.setenv("TFDS_DATA_DIR", str(data_dir))
 
 
 def run_main(*args: str, data_dir: pathlib.Path, **popen_kwargs) -> subprocess.CompletedProcess:

@@ -1,0 +1,44 @@
+"""Config sections shared by the experiment configs (``model``, ``optim``, ``train``)."""
+
+import ml_collections
+
+
+def model_section() -> ml_collections.ConfigDict:
+    """Widths of the per-modality encoders, the fused representation and the head."""
+    model = ml_collections.ConfigDict()
+    model.encoder_hidden = (32,)
+    model.encoder_dim = 16
+    model.fused_dim = 32
+    model.head_hidden = (32,)
+    return model
+
+
+def optim_section(learning_rate: float = 3e-3) -> ml_collections.ConfigDict:
+    """Adam with a cosine schedule and gradient clipping (``_common.build_optimizer``)."""
+    optim = ml_collections.ConfigDict()
+    optim.name = "adam"  # adam | adamw | sgd
+    optim.learning_rate = learning_rate
+    optim.schedule = "cosine"  # constant | cosine | warmup_cosine
+    optim.warmup_steps = 0
+    optim.weight_decay = 0.0
+    optim.clip_norm = 1.0  # 0: no clipping
+    return optim
+
+
+def train_section(
+    num_steps: int,
+    *,
+    batch_size: int = 128,
+    eval_every: int | None = None,
+    checkpoint_every: int | None = None,
+    log_every: int | None = None,
+) -> ml_collections.ConfigDict:
+    """Steps, batch size and intervals (default: 6 evaluations and checkpoints, 30 logs)."""
+    section = ml_collections.ConfigDict()
+    section.num_steps = num_steps
+    section.batch_size = batch_size
+    section.eval_every = eval_every or max(num_steps // 6, 1)
+    section.checkpoint_every = checkpoint_every or max(num_steps // 6, 1)
+    section.log_every = log_every or max(num_steps // 30, 1)
+    section.patience = ml_collections.config_dict.placeholder(int)  # evaluations; None: never
+    return section
