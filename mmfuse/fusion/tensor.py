@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import jax
@@ -66,10 +67,11 @@ def tensor(
 ) -> jax.Array:
     """Tensor fusion ``z = W · vec(⊗_m [x_m; 1])``.
 
-    The contraction runs modality by modality in the kernel's own axis order (a
-    matmul with the first modality, then a batched contraction per further modality),
-    which equals the TFN definition without materialising the ``Π(d_m + 1)`` outer
-    product per example, and never transposes (copies) the kernel. Appending the 1
+    The contraction follows the kernel's own axis order (the outer product of the first
+    modalities, one matmul with the kernel, then a batched contraction per remaining
+    modality), which equals the TFN definition, never transposes (copies) the kernel,
+    and materialises the full ``Π(d_m + 1)`` outer product only where that is the
+    smallest intermediate. Appending the 1
     keeps every lower-order term: unimodal, bimodal, ...,
     M-modal products all appear in the feature vector.
 
@@ -91,9 +93,20 @@ def tensor(
     zs = [append_one(x, append) for x in xs]  # M x [..., d_m + 1]
     lead = zs[0].shape[:-1]
     zs = [z.reshape(-1, z.shape[-1]) for z in zs]  # M x [B, d_m + 1], B = prod(lead)
-    out = zs[0] @ kernel.reshape(kernel.shape[0], -1)  # [B, (d_2 + 1) ... (d_M + 1) C]
-    for z in zs[1:]:
-        out = out.reshape(out.shape[0], z.shape[-1], out.shape[1] // z.shape[-1])
+    batch, sizes, out_dim = zs[0].shape[0], [z.shape[-1] for z in zs], kernel.shape[-1]
+    # The outer product of the first k modalities meets the kernel, viewed as
+    # [Π_{m<k}(d_m+1), Π_{m>=k}(d_m+1)·C], in one matmul; the other modalities are then
+    # contracted one by one. k is chosen for the smallest intermediates per example.
+    k = min(
+        range(1, len(zs) + 1),
+        key=lambda k: (math.prod(sizes[:k]) if k > 1 else 0) + math.prod(sizes[k:]) * out_dim,
+    )
+    feats = zs[0]
+    for z in zs[1:k]:
+        feats = (feats[:, :, None] * z[:, None, :]).reshape(batch, -1)  # [B, Π_{m<k}]
+    out = feats @ kernel.reshape(feats.shape[-1], -1)  # [B, Π_{m>=k}(d_m+1)·C]
+    for z in zs[k:]:
+        out = out.reshape(batch, z.shape[-1], out.shape[1] // z.shape[-1])
         out = jnp.einsum("bk,bkr->br", z, out)  # [B, d_m + 1, rest] -> [B, rest]
     return out.reshape(*lead, kernel.shape[-1])  # [..., C]
 
