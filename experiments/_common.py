@@ -88,9 +88,23 @@ def load_task(
     ``uci_mfeat``), in the order given.
     """
     options = dict(options or {})
-    loaded = {
-        s: data.load(name, s, data_dir=data_dir or None, **options) for s in dict.fromkeys(splits)
-    }
+
+    def load_splits() -> dict[str, dict[str, np.ndarray]]:
+        return {
+            s: data.load(name, s, data_dir=data_dir or None, **options)
+            for s in dict.fromkeys(splits)
+        }
+
+    # In a multi-process run process 0 builds a missing dataset (the data folder is
+    # usually shared) while the others wait, then they read it.
+    first = jax.process_index() == 0
+    loaded = load_splits() if first else None
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(f"mmfuse: {name} built")
+    if not first:
+        loaded = load_splits()
     stored = tuple(k for k in next(iter(loaded.values())) if k != "label")
     if modalities:
         missing = [m for m in modalities if m not in stored]

@@ -233,6 +233,13 @@ def fit(
         if eval_data is not None:  # replicated: every device evaluates on all of it
             replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
             eval_data = jax.device_put(dict(eval_data), replicated)
+    # Under jit so that the fresh scalar gets the state's sharding (a host-local array
+    # cannot be checkpointed in a multi-process run).
+    reset_loss = jax.jit(
+        lambda state: {**state, "loss_sum": jnp.zeros((), jnp.float32)},
+        donate_argnums=0,
+        out_shardings=None if mesh is None else shardings,
+    )
     jit_eval = (
         None
         if evaluate is None
@@ -287,7 +294,7 @@ def fit(
                 if last_log > start:  # the first interval includes compilation
                     interval_seconds.append((now - last_time) / (step - last_log))
                 last_log, last_time = step, now
-                state = {**state, "loss_sum": jnp.zeros((), jnp.float32)}
+                state = reset_loss(state)
                 if writer is not None:
                     writer.write(step, **{"train/loss": mean_loss})
                 bar.set_postfix(loss=f"{mean_loss:.4g}", refresh=False)
