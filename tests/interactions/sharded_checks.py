@@ -106,8 +106,8 @@ def monte_carlo_checks(mesh):
 
 
 def large_monte_carlo(mesh):
-    """N = 10^5 examples, K = 4 partners: the grand mean of an additive model is known."""
-    n, widths = 100_000, (2, 2)
+    """N = 10^6 examples, K = 4 partners: the grand mean of an additive model is known."""
+    n, widths = 1_000_000, (2, 2)
     fn = additive(widths, num_outputs=1)
     xs = inputs(40, n, widths)
     start = time.perf_counter()
