@@ -106,7 +106,7 @@ def _train_row(row, config, task, seed, run_dir, linear: nnx.Module | None):
 def run_dataset(
     config, dataset: Mapping[str, Any], workdir: pathlib.Path, writer: train.MetricWriter
 ) -> dict[str, Any]:
-    """Trains every row on one dataset and seed list; ``{row: {seed: run record}}``."""
+    """Trains every row on one dataset for every seed; its label, metric and run records."""
     task = _common.load_task(
         dataset["name"],
         options=dataset.get("options", {}),
