@@ -58,7 +58,8 @@ def tensor_features(xs: Sequence[jax.typing.ArrayLike], *, append: str = "last")
         if feats is None:
             feats = z
         else:
-            feats = (feats[..., :, None] * z[..., None, :]).reshape(*z.shape[:-1], -1)
+            width = feats.shape[-1] * z.shape[-1]  # explicit: -1 is ambiguous for B = 0
+            feats = (feats[..., :, None] * z[..., None, :]).reshape(*z.shape[:-1], width)
     return feats
 
 
@@ -103,7 +104,8 @@ def tensor(
     )
     feats = zs[0]
     for z in zs[1:k]:
-        feats = (feats[:, :, None] * z[:, None, :]).reshape(batch, -1)  # [B, Π_{m<k}]
+        width = feats.shape[1] * z.shape[1]  # explicit: -1 is ambiguous for B = 0
+        feats = (feats[:, :, None] * z[:, None, :]).reshape(batch, width)  # [B, Π_{m<k}]
     out = feats @ kernel.reshape(feats.shape[-1], -1)  # [B, Π_{m>=k}(d_m+1)·C]
     for z in zs[k:]:
         out = out.reshape(batch, z.shape[-1], out.shape[1] // z.shape[-1])
