@@ -144,11 +144,27 @@ def standardized(task: Task, reference: str = "train") -> Task:
 
 
 def task_from_config(cfg: ml_collections.ConfigDict, splits: Sequence[str]) -> Task:
-    """``load_task`` from a config's ``data`` section (name, options, data_dir, modalities)."""
+    """``load_task`` from a config's ``data`` section (name, options, data_dir, modalities).
+
+    ``cfg.options`` may hold every option of the dataset (``mmfuse.data.options``), so
+    that each can be overridden on the command line; only those that differ from the
+    dataset's defaults are passed on (the defaults keep the dataset's preset cache).
+    """
+    defaults = data.options(cfg.name)
+    options = plain(cfg.get("options", {}))
+    foreign = sorted(set(options) - set(defaults))
+    if foreign:
+        raise ValueError(
+            f"config.data.options has {', '.join(foreign)}, not options of {cfg.name} (its "
+            f"options: {', '.join(sorted(defaults)) or 'none'}); pick the dataset with the "
+            "config's variant (e.g. configs/supervised.py:tensor,digits_halves) to get its "
+            "options"
+        )
+    changed = {k: v for k, v in options.items() if v != defaults[k]}
     return load_task(
         cfg.name,
         splits=splits,
-        options=plain(cfg.get("options", {})),
+        options=changed,
         data_dir=cfg.get("data_dir"),
         modalities=tuple(cfg.get("modalities", ()) or ()),
     )

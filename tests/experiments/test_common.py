@@ -30,3 +30,21 @@ def test_a_mesh_shape_builds_the_mesh_and_names_its_axes():
 def test_a_mesh_larger_than_the_machine_is_a_clear_error():
     with pytest.raises(ValueError, match=r"mesh shape \(64,\) needs 64 devices, have 1"):
         _fit_kwargs(shape=(64,))
+
+
+def test_every_dataset_option_is_in_the_config_and_only_changed_ones_are_passed(monkeypatch):
+    config = supervised.get_config("low_rank_tensor,synthetic/additive")
+    assert config.model.fusion == "low_rank_tensor" and config.data.name == "synthetic/additive"
+    assert config.data.options.noise == 0.1 and tuple(config.data.options.widths) == (16, 16)
+    config.data.options.noise = 0.3  # what --config.data.options.noise=0.3 does
+    seen = {}
+    monkeypatch.setattr(_common, "load_task", lambda name, **kwargs: seen.update(kwargs))
+    _common.task_from_config(config.data, ("train",))
+    assert seen["options"] == {"noise": 0.3}
+
+
+def test_options_of_another_dataset_are_a_clear_error():
+    config = supervised.get_config()  # synthetic/xor's options
+    config.data.name = "digits_halves"
+    with pytest.raises(ValueError, match=r"has latent, latent_dim, .* not options of digits"):
+        _common.task_from_config(config.data, ("train",))
