@@ -42,3 +42,14 @@ def train_section(
     section.log_every = log_every or max(num_steps // 30, 1)
     section.patience = ml_collections.config_dict.placeholder(int)  # evaluations; None: never
     return section
+
+
+def mesh_section() -> ml_collections.ConfigDict:
+    """The device mesh to train on: e.g. ``shape=(8,)`` for data parallelism over 8
+    devices, or ``shape=(2, 4)``, ``axes=("data", "model")``, ``param_axis="model"`` to also
+    split the parameters. An empty shape trains on the default device."""
+    mesh = ml_collections.ConfigDict()
+    mesh.shape = ()
+    mesh.axes = ("data",)
+    mesh.param_axis = ml_collections.config_dict.placeholder(str)
+    return mesh

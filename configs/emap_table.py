@@ -17,7 +17,7 @@ drop is small, the lecture's lesson. The README lists the numbers of the last ru
 
 import ml_collections
 
-from configs._sections import model_section, optim_section, train_section
+from configs._sections import mesh_section, model_section, optim_section, train_section
 
 DATASETS = (
     {"name": "synthetic/xor"},
@@ -45,4 +45,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model = model_section()
     config.optim = optim_section()
     config.train = train_section(num_steps=1500)
+    config.mesh = mesh_section()
     return config

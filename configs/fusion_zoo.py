@@ -43,7 +43,7 @@ Expected (test accuracy, mean over 3 seeds, from the full run):
 
 import ml_collections
 
-from configs._sections import optim_section, train_section
+from configs._sections import mesh_section, optim_section, train_section
 from mmfuse import fusion
 
 SYNTHETIC = (
@@ -101,6 +101,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     config.optim = optim_section()
     config.train = train_section(1000, eval_every=200, checkpoint_every=500, log_every=50)
+    config.mesh = mesh_section()
 
     if arg == "quick":
         config.datasets = ("synthetic/xor", "synthetic/additive")

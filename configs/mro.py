@@ -17,7 +17,7 @@ additive only, few steps (a smoke run).
 
 import ml_collections
 
-from configs._sections import optim_section, train_section
+from configs._sections import mesh_section, optim_section, train_section
 
 SYNTHETIC = ("additive", "multiplicative", "xor", "redundancy", "uniqueness", "synergy", "mix")
 
@@ -39,6 +39,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.max_order = ml_collections.config_dict.placeholder(int)  # default: M
     config.optim = optim_section()
     config.train = train_section(num_steps=1500)
+    config.mesh = mesh_section()
     if arg == "tiny":
         config.seeds = (0,)
         config.datasets = [{"name": "synthetic/additive"}, {"name": "synthetic/xor"}]

@@ -19,7 +19,7 @@ loses only a little.
 
 import ml_collections
 
-from configs._sections import model_section, optim_section, train_section
+from configs._sections import mesh_section, model_section, optim_section, train_section
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -38,6 +38,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model = model_section()
     config.optim = optim_section()
     config.train = train_section(num_steps=1200)
+    config.mesh = mesh_section()
     if arg == "tiny":
         config.datasets = [{"name": "synthetic/xor"}]
         config.extra_models = config.extra_models[:1]

@@ -17,7 +17,7 @@ and every option of the chosen dataset under ``config.data.options`` (filled fro
 
 import ml_collections
 
-from configs._sections import optim_section, train_section
+from configs._sections import mesh_section, optim_section, train_section
 from mmfuse import data
 
 
@@ -48,13 +48,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.optim = optim_section()
     config.train = train_section(2000, eval_every=250, checkpoint_every=250, log_every=50)
 
-    # Training on a device mesh: e.g. --config.mesh.shape=(8,) for data parallelism over
-    # 8 devices, or shape=(2,4), axes=('data','model'), param_axis=model to also split
-    # the parameters. () trains on the default device.
-    config.mesh = ml_collections.ConfigDict()
-    config.mesh.shape = ()
-    config.mesh.axes = ("data",)
-    config.mesh.param_axis = ml_collections.config_dict.placeholder(str)
+    config.mesh = mesh_section()
 
     config.emap = ml_collections.ConfigDict()
     config.emap.enabled = True
