@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -141,7 +142,28 @@ def emap_decompose(
       Hessel and Lee, "Does my multimodal model learn cross-modal interactions? It's
       harder to tell than you might think!", EMNLP 2020.
     """
-    name = "emap"
+    return decompose(fn, inputs, block_size=block_size, num_samples=num_samples, key=key)
+
+
+# ``pair_sums(xs, shift, dtype, block_size) -> (sums, count)``: exact mode's pass over the
+# pairs, in the form of ``exact_sums`` (a fused kernel can stand in for the blocked vmap)
+PairSums = Callable[
+    [tuple[jax.Array, ...], jax.Array, Any, "int | None"],
+    tuple[tuple[jax.Array, ...], jax.Array],
+]
+
+
+def decompose(
+    fn: ModelFn,
+    inputs: Any,
+    *,
+    block_size: int | None,
+    num_samples: int | None,
+    key: jax.Array | None,
+    pair_sums: PairSums | None = None,
+    name: str = "emap",
+) -> EmapDecomposition:
+    """``emap_decompose``, with exact mode's pass over the pairs optionally replaced."""
     xs = check_inputs(inputs, name)
     num_modalities, n = len(xs), xs[0].shape[0]
     if block_size is not None:
@@ -171,6 +193,7 @@ def emap_decompose(
         dtype=accumulation_dtype(spec.dtype),
         block_size=block_size,
         num_samples=num_samples,
+        pair_sums=pair_sums,
         name=name,
     )
     parts = jax.jit(compute)(xs, key)
@@ -187,6 +210,7 @@ def _decompose(
     dtype: Any,
     block_size: int | None,
     num_samples: int | None,
+    pair_sums: PairSums | None,
     name: str,
 ) -> EmapDecomposition:
     """The computation of ``emap_decompose`` on checked arguments."""
@@ -199,7 +223,10 @@ def _decompose(
     pair_elements = elements_per_example(xs) + math.prod(out_shape)
 
     if num_samples is None:
-        marginals, grand, num_nonfinite = _exact(fn, xs, shift, block_size, pair_elements, name)
+        if pair_sums is None:
+            pair_sums = functools.partial(_blocked_sums, fn, pair_elements=pair_elements, name=name)
+        sums, num_nonfinite = pair_sums(xs, shift, dtype, block_size)  # M x [N, C]
+        marginals, grand = _exact_means(sums, n)
         marginal_se = grand_se = projected_se = None
     else:
         marginals, grand, num_nonfinite, (marginal_se, grand_se, projected_se) = _sampled(
@@ -262,27 +289,33 @@ def emap(
     ).projected
 
 
-def _exact(
+def _blocked_sums(
     fn: ModelFn,
     xs: tuple[jax.Array, ...],
     shift: jax.Array,
+    dtype: Any,
     block_size: int | None,
+    *,
     pair_elements: int,
     name: str,
-) -> tuple[tuple[jax.Array, ...], jax.Array, jax.Array]:
-    """Exact marginals ``M x [N, C]`` and grand mean ``[C]`` of ``f - shift``; the bad count."""
+) -> tuple[tuple[jax.Array, ...], jax.Array]:
+    """Exact mode's pass: ``exact_sums`` with a default block size."""
     num_modalities, n = len(xs), xs[0].shape[0]
     num_rows = n ** (num_modalities - 1)
     if block_size is None:
         block_size = default_block_size(num_rows, n * pair_elements)
     block_size = min(block_size, num_rows)
-    dtype = shift.dtype
-    sums, num_nonfinite = exact_sums(fn, xs, shift, block_size, dtype, name)  # M x [N, C]
+    return exact_sums(fn, xs, shift, block_size, dtype, name)
+
+
+def _exact_means(sums: tuple[jax.Array, ...], n: int) -> tuple[tuple[jax.Array, ...], jax.Array]:
+    """Marginals ``M x [N, C]`` and grand mean ``[C]`` from the marginal sums of N^M pairs."""
+    num_modalities = len(sums)
     # every S_m sums the same N^M values: average their totals for E[f]
     total = sum(jnp.sum(s, axis=0) for s in sums) / num_modalities  # [C]
-    marginals = tuple(s / num_rows for s in sums)  # M x [N, C]
+    marginals = tuple(s / float(n) ** (num_modalities - 1) for s in sums)  # M x [N, C]
     # counts as Python floats: N^M overflows the int32 that JAX would make of an int
-    return marginals, total / float(n) ** num_modalities, num_nonfinite
+    return marginals, total / float(n) ** num_modalities
 
 
 def _sampled(

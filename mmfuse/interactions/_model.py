@@ -6,16 +6,30 @@ import functools
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
+from mmfuse.interactions import _emap
 from mmfuse.interactions._checks import ModelFn, check_inputs
-from mmfuse.interactions._emap import EmapDecomposition, emap_decompose
+from mmfuse.interactions._emap import EmapDecomposition
+from mmfuse.interactions._mlp_head import SplitMLP, split_mlp
+from mmfuse.interactions._mlp_kernel import fused_pair_sums
 from mmfuse.models import PureModel, as_pure
 
 Model = nnx.Module | PureModel
+KERNELS = ("xla", "pallas")
 
 
-def model_fn(model: Model, inputs: Any) -> tuple[ModelFn, tuple[jax.Array, ...]]:
+def _split_view(model: Model) -> tuple[PureModel, SplitMLP | None]:
+    """The model's pure view and, for an early-fusion MLP head, its split form."""
+    if isinstance(model, PureModel):
+        return model, split_mlp(nnx.merge(model.graphdef, model.params))
+    return as_pure(model), split_mlp(model)
+
+
+def model_fn(
+    model: Model, inputs: Any, *, compute_dtype: Any = None
+) -> tuple[ModelFn, tuple[jax.Array, ...]]:
     """The function and inputs on which EMAP of ``model`` is cheapest to compute.
 
     For a model that factorizes as ``head(enc_1(x_1), ..., enc_M(x_M))`` (see
@@ -24,21 +38,50 @@ def model_fn(model: Model, inputs: Any) -> tuple[ModelFn, tuple[jax.Array, ...]]
     encoded as ``(h_0^{i_0}, ..., h_{M-1}^{i_{M-1}})``. So the N examples are encoded
     once and only the head runs on the N^M pairs. Other models run whole on each pair.
 
+    When the head is an MLP on the concatenated encodings (``"nonlinear"`` fusion,
+    then no head, an ``nnx.Linear`` or an ``mmfuse.models.MLP``), its first layer
+    splits by modality, ``[h_1; …; h_M] W + b = Σ_m h_m W_m + b``: the parts
+    ``u_m = h_m W_m`` are computed once too, and each pair runs ``g(Σ_m u_m)``, the
+    rest of the network.
+
     Args:
       model: an NNX model called as ``model(xs)`` on M arrays ``[B, ...]``, or its
         ``as_pure`` view.
       inputs: M arrays ``[N, ...]`` paired along axis 0.
+      compute_dtype: for a split MLP head only: the matmul operands' dtype (e.g.
+        ``jnp.bfloat16``), with float32 accumulation and outputs; ``None`` computes in
+        the parameters' dtype.
 
     Returns:
       ``(fn, xs)``: ``head`` (or ``apply``) with the parameters bound, and the M
-      encodings ``[N, e_m]`` (or the inputs).
+      encodings ``[N, e_m]`` (first-layer parts ``[N, H]`` for a split MLP head; the
+      inputs for a model that does not factorize).
+
+    Raises:
+      ValueError: ``compute_dtype`` for a model without a split MLP head.
     """
     xs = check_inputs(inputs, "emap_model")
-    pure = model if isinstance(model, PureModel) else as_pure(model)
+    pure, split = _split_view(model)
+    if split is not None:
+        us = split.parts(pure.encode(pure.params, xs), compute_dtype)  # M x [N, H]
+        return split.head(compute_dtype), us
+    if compute_dtype is not None:
+        raise ValueError(
+            "emap_model: compute_dtype applies to MLP heads on the concatenated encodings "
+            f'("nonlinear" fusion); {_describe(model)} has none'
+        )
     if pure.factorizes:
         hs = pure.encode(pure.params, xs)  # M x [N, e_m]
         return functools.partial(pure.head, pure.params), tuple(hs)
     return functools.partial(pure.apply, pure.params), xs
+
+
+def _describe(model: Model) -> str:
+    """``FusionModel with fusion TensorFusion`` or the class name."""
+    module = nnx.merge(model.graphdef, model.params) if isinstance(model, PureModel) else model
+    fusion = getattr(module, "fusion", None)
+    name = type(module).__name__
+    return name if fusion is None else f"this {name} (fusion {type(fusion).__name__})"
 
 
 def emap_model(
@@ -49,26 +92,94 @@ def emap_model(
     block_size: int | None = None,
     num_samples: int | None = None,
     key: jax.Array | None = None,
+    kernel: str = "xla",
+    compute_dtype: Any = None,
 ) -> jax.Array | EmapDecomposition:
     """EMAP of an mmfuse model, encoding each modality once when the model factorizes.
 
     Gives the same values as ``emap(lambda xs: model(xs), inputs)`` (up to rounding) at a
     fraction of the cost when the encoders dominate: N encoder evaluations instead
-    of N^M. See ``model_fn``.
+    of N^M. An MLP head on the concatenated encodings also has its first layer
+    computed once per example. See ``model_fn``.
+
+    ``kernel="pallas"`` runs the exact pass of a two-modality split MLP head as one
+    fused Pallas kernel (``interactions._mlp_kernel``): every pair's activations stay
+    on chip instead of being written to device memory between layers. It is compiled
+    with Triton on a GPU and run by the Pallas interpreter elsewhere (slowly: for
+    tests). ``"xla"`` (the default) is the blocked pass of ``emap_decompose`` and
+    works for any model.
 
     Args:
       model: an NNX model or ``mmfuse.models.PureModel``; ``model(xs) -> [B, C]``.
       inputs: M arrays ``[N, ...]`` paired along axis 0.
       decompose: return the whole ``EmapDecomposition`` instead of ``projected``.
-      block_size, num_samples, key: as for ``emap_decompose``.
+      block_size, num_samples, key: as for ``emap_decompose`` (with the Pallas kernel,
+        ``block_size`` is the rows per program).
+      kernel: ``"xla"`` or ``"pallas"``.
+      compute_dtype: the split MLP head's matmul operand dtype (see ``model_fn``).
 
     Returns:
       ``[N, C]`` projected outputs, or the ``EmapDecomposition``.
+
+    Raises:
+      ValueError: as ``emap_decompose``; an unknown ``kernel``; ``kernel="pallas"``
+        for a model without a split MLP head, for M ≠ 2 or in Monte-Carlo mode.
 
     References:
       Hessel and Lee, "Does my multimodal model learn cross-modal interactions? It's
       harder to tell than you might think!", EMNLP 2020.
     """
-    fn, xs = model_fn(model, inputs)
-    result = emap_decompose(fn, xs, block_size=block_size, num_samples=num_samples, key=key)
+    if kernel not in KERNELS:
+        raise ValueError(f"emap_model: kernel={kernel!r} is not one of {KERNELS}")
+    fn, xs = model_fn(model, inputs, compute_dtype=compute_dtype)
+    pair_sums = None
+    if kernel == "pallas":
+        pair_sums = _pallas_pair_sums(model, len(xs), num_samples, compute_dtype)
+    result = _emap.decompose(
+        fn,
+        xs,
+        block_size=block_size,
+        num_samples=num_samples,
+        key=key,
+        pair_sums=pair_sums,
+        name="emap_model",
+    )
     return result if decompose else result.projected
+
+
+def _pallas_pair_sums(
+    model: Model, num_modalities: int, num_samples: int | None, compute_dtype: Any
+) -> _emap.PairSums:
+    """Exact mode's pass over the pairs as the fused kernel, for a split MLP head."""
+    _, split = _split_view(model)
+    advice = "use kernel='xla'"
+    if split is None:
+        raise ValueError(
+            "emap_model: kernel='pallas' fuses MLP heads on the concatenated encodings "
+            f'("nonlinear" fusion); {_describe(model)} has none; {advice}'
+        )
+    if num_modalities != 2:
+        raise ValueError(
+            f"emap_model: kernel='pallas' pairs two modalities; this model has "
+            f"{num_modalities}; {advice}"
+        )
+    if num_samples is not None:
+        raise ValueError(
+            f"emap_model: kernel='pallas' computes exact EMAP; for Monte-Carlo {advice}"
+        )
+    operand_dtype = compute_dtype or jnp.result_type(*(k for k, _ in split.layers))
+
+    def pair_sums(us, shift, dtype, block_size):
+        # the kernel sums in float32 whatever the model's dtype
+        sums, count = fused_pair_sums(
+            us[0],
+            us[1],
+            split.layers,
+            split.activations,
+            shift,
+            compute_dtype=operand_dtype,
+            block_rows=block_size,
+        )
+        return tuple(s.astype(dtype) for s in sums), count
+
+    return pair_sums

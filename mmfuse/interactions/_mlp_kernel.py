@@ -1,0 +1,243 @@
+"""Exact EMAP sums of a split MLP head over all N² pairs, fused in one Pallas kernel.
+
+For two modalities whose head is ``g(u_i + v_j)`` (``u``, ``v``: the per-modality parts
+of an MLP's first layer, see ``_mlp_head``), the plain blocked pass materializes, for
+every block of rows, the ``[B, N, H]`` activations of each layer in device memory
+and reads them back for the next matmul: on a GPU the pass is bound by memory
+traffic, not by the matmuls. This kernel keeps a pair's activations on chip: a
+program owns a block of rows ``i``, walks over the columns ``j`` in tiles, and for
+each row adds ``u_i`` to the tile's ``v_j``, applies the activation and multiplies by
+the next weight, layer after layer, writing only the ``C`` outputs' row sums and
+column sums. Each program's column sums are summed afterwards, in a fixed order, so
+results are deterministic.
+
+Every in-kernel array has power-of-two sides (Triton's requirement): the widths are
+zero-padded, which changes nothing (a padded unit is ``act(0)`` times a zero row of
+the next weight), and padded pairs are masked out of the sums.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import triton as plgpu
+
+from mmfuse.interactions._exact import pairwise_sum, saturating_add
+
+# Each step pairs a few rows with a tile of columns: a [rows · cols, H] @ [H, H'] matmul.
+DEFAULT_BLOCK_COLS = 64
+DEFAULT_ROWS_PER_STEP = 2
+# Programs to aim for when choosing rows per program: a few per SM of a large GPU.
+TARGET_PROGRAMS = 256
+# Triton's dot needs every side to be at least 16.
+MIN_DOT_SIDE = 16
+
+
+def _padded(size: int, minimum: int = MIN_DOT_SIDE) -> int:
+    """The next power of two ≥ ``max(size, minimum)``."""
+    return max(minimum, 1 << max(size - 1, 0).bit_length())
+
+
+def _pad_to(x: jax.Array, shape: Sequence[int]) -> jax.Array:
+    """``x`` zero-padded at the end of each axis to ``shape``."""
+    return jnp.pad(x, [(0, s - d) for d, s in zip(x.shape, shape, strict=True)])
+
+
+def default_block_rows(num_rows: int) -> int:
+    """Rows per program: a power of two giving about ``TARGET_PROGRAMS`` programs."""
+    per_program = -(-num_rows // TARGET_PROGRAMS)
+    return min(_padded(per_program, minimum=8), _padded(num_rows, minimum=1))
+
+
+def _kernel(
+    u_ref,
+    v_ref,
+    row_valid_ref,
+    col_valid_ref,
+    shift_ref,
+    *refs,
+    activations: tuple[Callable[[jax.Array], jax.Array] | None, ...],
+    block_rows: int,
+    block_cols: int,
+    rows_per_step: int,
+    num_col_blocks: int,
+    compute_dtype: Any,
+):
+    """One program: its ``block_rows`` rows against every column, a tile at a time.
+
+    Each step pairs ``rows_per_step`` rows with a tile of ``block_cols`` columns: one
+    ``[R·T, H]`` matmul per layer, everything in between on chip.
+    """
+    num_layers = len(activations)
+    layer_refs = refs[: 2 * num_layers]
+    row_out, col_out, bad_out = refs[2 * num_layers :]
+    row_out[...] = jnp.zeros(row_out.shape, jnp.float32)
+    bad_out[...] = jnp.zeros(bad_out.shape, jnp.float32)
+    shift = shift_ref[...]  # [Cp]
+
+    def head(x: jax.Array) -> jax.Array:  # [T, H] pre-activations -> [T, Cp] outputs
+        for layer, act in enumerate(activations):
+            if act is not None:
+                x = act(x)
+            kernel, bias = layer_refs[2 * layer][...], layer_refs[2 * layer + 1][...]
+            x = jnp.dot(x.astype(compute_dtype), kernel, preferred_element_type=jnp.float32)
+            x = x + bias[None, :]  # [T, H_next]
+        return x
+
+    def column_block(jt, carry):
+        start = pl.multiple_of(jt * block_cols, block_cols)
+        v = v_ref[pl.ds(start, block_cols), :]  # [T, H]
+        col_ok = col_valid_ref[pl.ds(start, block_cols)] > 0  # [T]
+
+        def rows(step, col_sums):
+            first = pl.multiple_of(step * rows_per_step, rows_per_step)
+            u = u_ref[pl.ds(first, rows_per_step), :]  # [R, H]
+            pairs = (u[:, None, :] + v[None, :, :]).reshape(-1, v.shape[1])  # [R·T, H]
+            z = head(pairs).reshape(rows_per_step, block_cols, -1)  # [R, T, Cp]
+            z = z - shift[None, None, :]
+            row_ok = row_valid_ref[pl.ds(first, rows_per_step)] > 0  # [R]
+            ok = jnp.logical_and(row_ok[:, None], col_ok[None, :])  # [R, T]
+            # a pair is bad when any output is; padded output columns are sums of
+            # zero weights, non-finite exactly when the real ones are
+            nonfinite = jnp.sum(jnp.where(jnp.isfinite(z), 0.0, 1.0), axis=2)  # [R, T]
+            bad = jnp.where(jnp.logical_and(ok, nonfinite > 0), 1.0, 0.0)  # [R, T]
+            z = jnp.where(ok[:, :, None], z, 0.0)  # [R, T, Cp]
+            row_out[pl.ds(first, rows_per_step), :] += jnp.sum(z, axis=1)
+            bad_out[pl.ds(first, rows_per_step)] += jnp.sum(bad, axis=1)
+            return col_sums + jnp.sum(z, axis=0)
+
+        zeros = jnp.zeros((block_cols, shift.shape[0]), jnp.float32)
+        steps = block_rows // rows_per_step
+        col_out[pl.ds(start, block_cols), :] = jax.lax.fori_loop(0, steps, rows, zeros)
+        return carry
+
+    jax.lax.fori_loop(0, num_col_blocks, column_block, 0)
+
+
+def fused_pair_sums(
+    u: jax.Array,
+    v: jax.Array,
+    layers: Sequence[tuple[jax.Array, jax.Array]],
+    activations: Sequence[Callable[[jax.Array], jax.Array] | None],
+    shift: jax.Array,
+    *,
+    compute_dtype: Any = jnp.float32,
+    block_rows: int | None = None,
+    block_cols: int = DEFAULT_BLOCK_COLS,
+    rows_per_step: int = DEFAULT_ROWS_PER_STEP,
+    num_warps: int | None = None,
+    num_stages: int | None = None,
+    interpret: bool | None = None,
+) -> tuple[tuple[jax.Array, jax.Array], jax.Array]:
+    """Row and column sums of ``g(u_i + v_j) - shift`` over all pairs, and the bad count.
+
+    ``g(x)`` applies, for each layer l, ``activations[l]`` (``None``: none) and then
+    ``x @ kernel_l + bias_l``. The result has the form of ``exact_sums`` for M = 2.
+
+    Args:
+      u: ``[N_0, H]``, the first modality's parts (rows of the pair grid).
+      v: ``[N_1, H]``, the second modality's parts (columns).
+      layers: ``(kernel [H_l, H_{l+1}], bias [H_{l+1}])`` per layer, the last one
+        ending at the C outputs.
+      activations: one per layer, applied before it.
+      shift: ``[C]``, subtracted from every output before summing.
+      compute_dtype: the matmul operands' dtype (accumulation is float32).
+      block_rows: rows per program, a multiple of ``rows_per_step`` (default: a
+        power of two giving about ``TARGET_PROGRAMS`` programs).
+      block_cols: columns per tile, a power of two.
+      rows_per_step: rows paired with a tile at once, a power of two; each matmul
+        has ``rows_per_step · block_cols`` ≥ 16 rows.
+      num_warps, num_stages: Triton's launch parameters (GPU only).
+      interpret: run the kernel with the Pallas interpreter (default: off a GPU).
+
+    Returns:
+      ``((S_0 [N_0, C], S_1 [N_1, C]), count)``: float32 sums of deviations and the
+      number of pairs with a non-finite output (int32, saturating).
+    """
+    num_rows, num_cols = u.shape[0], v.shape[0]
+    num_outputs = shift.shape[0]
+    for label, value in (("block_cols", block_cols), ("rows_per_step", rows_per_step)):
+        if value < 1 or value & (value - 1):
+            raise ValueError(f"emap_model: {label} must be a power of two, got {value}")
+    if rows_per_step * block_cols < MIN_DOT_SIDE:
+        raise ValueError(
+            f"emap_model: rows_per_step * block_cols must be at least {MIN_DOT_SIDE} (the "
+            f"matmul's rows), got {rows_per_step} * {block_cols}"
+        )
+    if block_rows is None:
+        block_rows = max(default_block_rows(num_rows), rows_per_step)
+    elif block_rows % rows_per_step:
+        raise ValueError(
+            f"emap_model: block_size (rows per program) must be a multiple of "
+            f"rows_per_step={rows_per_step}, got {block_rows}"
+        )
+    if interpret is None:
+        interpret = jax.default_backend() != "gpu"
+
+    # pad every width to a power of two, and the pair grid to whole tiles
+    widths = [u.shape[1], *(kernel.shape[1] for kernel, _ in layers)]
+    padded = [_padded(w) for w in widths]
+    rows_pad = -(-num_rows // block_rows) * block_rows
+    cols_pad = -(-num_cols // block_cols) * block_cols
+    f32 = jnp.float32
+    u = _pad_to(u.astype(f32), (rows_pad, padded[0]))
+    v = _pad_to(v.astype(f32), (cols_pad, padded[0]))
+    operands = []
+    for (kernel, bias), d_in, d_out in zip(layers, padded[:-1], padded[1:], strict=True):
+        operands.append(_pad_to(kernel.astype(compute_dtype), (d_in, d_out)))
+        operands.append(_pad_to(bias.astype(f32), (d_out,)))
+    row_valid = (jnp.arange(rows_pad) < num_rows).astype(f32)
+    col_valid = (jnp.arange(cols_pad) < num_cols).astype(f32)
+    shift_pad = _pad_to(shift.astype(f32), (padded[-1],))
+
+    num_programs = rows_pad // block_rows
+    whole = lambda a: pl.BlockSpec(a.shape, lambda p: (0,) * a.ndim)  # noqa: E731
+    in_specs = [
+        pl.BlockSpec((block_rows, padded[0]), lambda p: (p, 0)),  # u: the program's rows
+        whole(v),
+        pl.BlockSpec((block_rows,), lambda p: (p,)),
+        whole(col_valid),
+        whole(shift_pad),
+        *(whole(a) for a in operands),
+    ]
+    out_shape = (
+        jax.ShapeDtypeStruct((rows_pad, padded[-1]), f32),  # row sums
+        jax.ShapeDtypeStruct((num_programs, cols_pad, padded[-1]), f32),  # column partials
+        jax.ShapeDtypeStruct((rows_pad,), f32),  # non-finite pairs per row
+    )
+    out_specs = (
+        pl.BlockSpec((block_rows, padded[-1]), lambda p: (p, 0)),
+        pl.BlockSpec((None, cols_pad, padded[-1]), lambda p: (p, 0, 0)),
+        pl.BlockSpec((block_rows,), lambda p: (p,)),
+    )
+    kernel = functools.partial(
+        _kernel,
+        activations=tuple(activations),
+        block_rows=block_rows,
+        block_cols=block_cols,
+        rows_per_step=rows_per_step,
+        num_col_blocks=cols_pad // block_cols,
+        compute_dtype=compute_dtype,
+    )
+    rows, col_partials, bad = pl.pallas_call(
+        kernel,
+        out_shape=out_shape,
+        grid=(num_programs,),
+        in_specs=in_specs,
+        out_specs=out_specs,
+        compiler_params=plgpu.CompilerParams(num_warps=num_warps, num_stages=num_stages),
+        interpret=interpret,
+        name="emap_mlp_pair_sums",
+    )(u, v, row_valid, col_valid, shift_pad, *operands)
+    cols = pairwise_sum(col_partials)  # [cols_pad, Cp], summed in a fixed order
+    # each row's count is at most N_1 < 2^24, exact in float32; their total may not fit
+    count = jax.lax.reduce(
+        bad[:num_rows].astype(jnp.int32), jnp.int32(0), saturating_add, dimensions=(0,)
+    )
+    sums = (rows[:num_rows, :num_outputs], cols[:num_cols, :num_outputs])
+    return sums, count

@@ -1,0 +1,208 @@
+"""EMAP of early-fusion MLP heads: the first layer split per modality, and the fused kernel.
+
+The Pallas kernel runs in interpret mode here (no GPU); it must give what the plain
+blocked pass gives on the same head, and what EMAP of the whole model gives.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from mmfuse import fusion, interactions, models
+from mmfuse.interactions._mlp_head import split_mlp
+from mmfuse.interactions._mlp_kernel import fused_pair_sums
+
+
+def inputs(seed, n, widths):
+    keys = jax.random.split(jax.random.key(seed), len(widths))
+    return tuple(jax.random.normal(k, (n, d)) for k, d in zip(keys, widths, strict=True))
+
+
+def early_fusion(widths=(7, 3), hidden=(24, 20), out=3, head=None, activation="relu", seed=0):
+    """An MLP encoder for modality 0, identity for the others, nonlinear fusion, a head."""
+    rngs = nnx.Rngs(seed)
+    dims = (5, *widths[1:])
+    encoders = [models.MLP(widths[0], (), 5, rngs=rngs), *([None] * (len(widths) - 1))]
+    fused = out if head is None else 6
+    op = fusion.create(
+        "nonlinear", dims, fused, hidden_dims=hidden, activation=activation, rngs=rngs
+    )
+    if head == "linear":
+        head = nnx.Linear(fused, out, rngs=rngs)
+    elif head == "mlp":
+        head = models.MLP(fused, (9,), out, activation="tanh", rngs=rngs)
+    return models.FusionModel(encoders, op, head)
+
+
+def whole_model_emap(model, xs):
+    pure = models.as_pure(model)
+    return interactions.emap_decompose(lambda batch: pure.apply(pure.params, batch), xs)
+
+
+def assert_same(got, want, rtol=1e-5, atol=1e-5):
+    np.testing.assert_allclose(got.original, want.original, rtol=rtol, atol=atol)
+    np.testing.assert_allclose(got.projected, want.projected, rtol=rtol, atol=atol)
+    np.testing.assert_allclose(got.grand_mean, want.grand_mean, rtol=rtol, atol=atol)
+    for a, b in zip(got.marginals, want.marginals, strict=True):
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=atol)
+    assert int(got.num_nonfinite) == int(want.num_nonfinite)
+
+
+@pytest.mark.parametrize("head", [None, "linear", "mlp"])
+def test_split_head_runs_the_rest_of_the_network_on_summed_parts(head):
+    model, xs = early_fusion(head=head), inputs(1, 9, (7, 3))
+    fn, us = interactions.model_fn(model, xs)
+    # the first layer's parts, computed once per example: [N, H]
+    assert [u.shape for u in us] == [(9, 24), (9, 24)]
+    np.testing.assert_allclose(fn(us), model(xs), rtol=1e-5, atol=1e-6)
+    # the parts of a cross pair give the model on that pair
+    crossed = (xs[0][:1].repeat(9, 0), xs[1])
+    np.testing.assert_allclose(fn((us[0][:1].repeat(9, 0), us[1])), model(crossed), rtol=1e-5)
+
+
+def test_models_without_an_mlp_on_the_concatenation_are_not_split():
+    rngs = nnx.Rngs(0)
+    tensor = models.FusionModel([None, None], fusion.create("tensor", (3, 2), 4, rngs=rngs))
+    assert split_mlp(tensor) is None
+    custom_head = models.FusionModel(
+        [None, None],
+        fusion.create("nonlinear", (3, 2), 4, rngs=rngs),
+        nnx.Sequential(nnx.Linear(4, 2, rngs=rngs)),
+    )
+    assert split_mlp(custom_head) is None
+
+
+@pytest.mark.parametrize(
+    ("head", "activation", "tiles"),
+    [
+        (None, "relu", {}),
+        ("linear", "gelu", {"block_size": 4}),
+        ("mlp", "silu", {"block_size": 8}),
+    ],
+)
+def test_fused_kernel_equals_the_blocked_pass_and_the_whole_model(head, activation, tiles):
+    # 37 examples: neither rows nor columns fill whole tiles, so padding is masked out
+    model, xs = early_fusion(head=head, activation=activation), inputs(2, 37, (7, 3))
+    want = whole_model_emap(model, xs)
+    split = interactions.emap_model(model, xs, decompose=True)
+    fused = interactions.emap_model(model, xs, decompose=True, kernel="pallas", **tiles)
+    assert_same(split, want)
+    assert_same(fused, want)
+    # the model does use interactions: the comparison is not between zeros
+    assert np.max(np.abs(want.residual)) > 1e-2
+
+
+@pytest.mark.parametrize(("block_cols", "rows_per_step", "block_rows"), [(16, 1, 8), (8, 4, 12)])
+def test_fused_kernel_tiles(block_cols, rows_per_step, block_rows):
+    model, xs = early_fusion(hidden=(20,), out=2), inputs(3, 29, (7, 3))
+    fn, us = interactions.model_fn(model, xs)
+    split = split_mlp(model)
+    shift = jnp.array([0.25, -0.5])
+    (rows, cols), count = fused_pair_sums(
+        *us,
+        split.layers,
+        split.activations,
+        shift,
+        block_rows=block_rows,
+        block_cols=block_cols,
+        rows_per_step=rows_per_step,
+    )
+    # the brute-force grid F[i, j] = f(u_i, v_j)
+    grid = jax.vmap(lambda u: fn((jnp.broadcast_to(u, us[1].shape), us[1])))(us[0])
+    grid = grid - shift[None, None, :]  # [N, N, C]
+    np.testing.assert_allclose(rows, grid.sum(1), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(cols, grid.sum(0), rtol=1e-5, atol=1e-5)
+    assert int(count) == 0
+
+
+def test_bfloat16_operands_with_float32_accumulation():
+    model, xs = early_fusion(head="linear"), inputs(4, 33, (7, 3))
+    exact = interactions.emap_model(model, xs, decompose=True)
+    split = interactions.emap_model(model, xs, decompose=True, compute_dtype=jnp.bfloat16)
+    fused = interactions.emap_model(
+        model, xs, decompose=True, kernel="pallas", compute_dtype=jnp.bfloat16
+    )
+    assert fused.projected.dtype == jnp.float32
+    # the two bf16 paths round the same operands; both are near the float32 values
+    assert_same(fused, split, rtol=1e-3, atol=1e-3)
+    scale = np.max(np.abs(exact.projected))
+    assert np.max(np.abs(split.projected - exact.projected)) < 2e-2 * scale
+    assert np.max(np.abs(split.projected - exact.projected)) > 0  # bf16 did round
+
+
+def test_non_finite_pairs_are_counted_as_by_the_blocked_pass():
+    model, xs = early_fusion(hidden=(8,), out=2), inputs(5, 21, (7, 3))
+    # one huge example of modality 1 overflows the hidden layer for every pair it is in
+    big = xs[1].at[4].set(3e38)
+    xs = (xs[0], big)
+    want = jax.jit(lambda: whole_model_emap(model, xs))()
+    got = jax.jit(lambda: interactions.emap_model(model, xs, decompose=True, kernel="pallas"))()
+    assert int(want.num_nonfinite) > 0
+    assert int(got.num_nonfinite) == int(want.num_nonfinite)
+    with pytest.raises(ValueError, match=r"non-finite outputs .* for \d+ of the 21\^2"):
+        interactions.emap_model(model, xs, kernel="pallas")
+
+
+def test_split_head_in_three_modalities_and_monte_carlo():
+    model, xs = early_fusion(widths=(7, 3, 4), hidden=(16,)), inputs(6, 11, (7, 3, 4))
+    assert_same(interactions.emap_model(model, xs, decompose=True), whole_model_emap(model, xs))
+    sampled = interactions.emap_model(
+        model, xs, decompose=True, num_samples=64, key=jax.random.key(0)
+    )
+    exact = whole_model_emap(model, xs)
+    z = (sampled.projected - exact.projected) / sampled.projected_stderr
+    assert np.max(np.abs(z)) < 5
+
+
+def test_fused_kernel_works_under_jit_and_matches_eager():
+    model, xs = early_fusion(), inputs(7, 19, (7, 3))
+    eager = interactions.emap_model(model, xs, kernel="pallas")
+    jitted = jax.jit(lambda xs: interactions.emap_model(model, xs, kernel="pallas"))(xs)
+    np.testing.assert_allclose(jitted, eager, rtol=1e-6, atol=1e-6)
+
+
+def test_errors_name_the_problem():
+    model, xs = early_fusion(), inputs(8, 6, (7, 3))
+    with pytest.raises(ValueError, match="kernel='cuda' is not one of"):
+        interactions.emap_model(model, xs, kernel="cuda")
+    rngs = nnx.Rngs(0)
+    tensor = models.FusionModel([None, None], fusion.create("tensor", (7, 3), 2, rngs=rngs))
+    with pytest.raises(ValueError, match=r"fusion TensorFusion\) has none; use kernel='xla'"):
+        interactions.emap_model(tensor, xs, kernel="pallas")
+    with pytest.raises(ValueError, match="compute_dtype applies to MLP heads"):
+        interactions.emap_model(tensor, xs, compute_dtype=jnp.bfloat16)
+    three, xs3 = early_fusion(widths=(7, 3, 4)), inputs(8, 6, (7, 3, 4))
+    with pytest.raises(ValueError, match="pairs two modalities; this model has 3"):
+        interactions.emap_model(three, xs3, kernel="pallas")
+    with pytest.raises(ValueError, match="computes exact EMAP; for Monte-Carlo use kernel='xla'"):
+        interactions.emap_model(model, xs, kernel="pallas", num_samples=4, key=jax.random.key(0))
+    with pytest.raises(ValueError, match="multiple of rows_per_step=2, got 3"):
+        interactions.emap_model(model, xs, kernel="pallas", block_size=3)
+
+
+# JAX 0.12 deprecates Pallas's Triton backend (in favour of Mosaic GPU) with a warning
+@pytest.mark.filterwarnings("ignore:The Pallas Triton backend is deprecated:DeprecationWarning")
+def test_kernel_lowers_to_triton_for_a_gpu():
+    """The kernel uses only what Pallas can lower to Triton (checked without a GPU).
+
+    JAX 0.10 lowers for the lowest supported architecture when no GPU is present; later
+    versions need the GPU itself, and this check then runs only on a GPU host.
+    """
+    model, xs = early_fusion(hidden=(256,), out=2), inputs(9, 100, (7, 3))
+    split = split_mlp(model)
+
+    def sums(u, v, shift):
+        kw = {"compute_dtype": jnp.bfloat16, "interpret": False}
+        return fused_pair_sums(u, v, split.layers, split.activations, shift, **kw)
+
+    _, us = interactions.model_fn(model, xs)
+    traced = jax.jit(sums).trace(*us, jnp.zeros(2))
+    try:
+        lowered = traced.lower(lowering_platforms=("cuda",))
+    except RuntimeError as error:
+        if "No supported GPU" in str(error):
+            pytest.skip(f"this JAX lowers Pallas for a GPU only on a GPU host ({jax.__version__})")
+        raise
+    assert "__gpu$xla.gpu.triton" in lowered.as_text()
