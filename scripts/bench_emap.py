@@ -2,29 +2,39 @@
 
 Two two-modality fusion models, both factorizing as ``head(enc_a(x_a), enc_b(x_b))``:
 
-- ``mlp``: ``2×width → hidden → hidden → classes`` (default 2×128 → 256 → 256 → 2), an
-  MLP on the concatenated inputs whose first linear layer is split per modality (the
-  encoders ``W_a x_a + b``, ``W_b x_b``), then ``relu(h_a + h_b)`` → linear → relu →
-  linear (the head);
+- ``mlp``: ``2×width → hidden → hidden → classes`` (default 2×128 → 256 → 256 → 2), the
+  early-fusion model ``FusionModel([None, None], nonlinear fusion)``: one MLP on the
+  concatenated inputs. ``emap_model`` splits its first layer per modality
+  (``relu(x_a W_a + x_b W_b + b)``), computes the parts once per example and pairs
+  only the rest of the network;
 - ``tensor``: per-modality linear encoders ``width → tensor_dim``, tensor fusion
   ``W · vec([h_a; 1] ⊗ [h_b; 1])`` to ``tensor_out`` features, relu, linear to
   ``classes`` (the head: fusion and classifier).
 
-Three ways to compute a model's EMAP at N paired examples are timed:
+The ways to compute a model's EMAP at N paired examples that are timed:
 
 - ``reference``: the published procedure (Hessel and Lee, EMNLP 2020): every row
   ``F[i, :] = f(a_i, b_{0..N-1})`` by one jitted call, collected into the full
   N×N×C logits in host memory, then averaged (with NumPy, faster than the original
   release's Python loops over a dict of logits);
 - ``mmfuse_full``: ``interactions.emap`` on the model's pure ``apply``, jitted;
-- ``mmfuse_factorized``: ``interactions.emap_model``: the encoders once, the head on
-  the N² cross pairs, jitted.
+- ``mmfuse_factorized``: ``interactions.emap_model``: the encoders (and for the mlp
+  head the first layer's parts) once, the rest of the head on the N² cross pairs, jitted;
+- ``mmfuse_fused`` (mlp head; on a GPU, or with ``--fused on``):
+  ``emap_model(..., kernel="pallas")``, the pair pass as one Pallas kernel that keeps
+  every pair's activations on chip. ``--fused-tiles COLSxROWSxWARPS ...`` times more
+  tilings of the kernel (``mmfuse_fused_COLSxROWSxWARPS``); the first is
+  ``mmfuse_fused``.
 
-Precision: ``float32``, or ``bfloat16`` compute with float32 accumulation: every
-linear layer takes bf16 operands and returns float32 (``preferred_element_type``),
-the tensor-fusion contraction takes bf16 operands (XLA accumulates bf16 dots in
-float32 and rounds the result to bf16, which the next layer reads in bf16 anyway),
-and EMAP sums in float32. Parameters are kept in float32 and cast inside the model.
+Precision: ``float32``, or ``bfloat16`` compute with float32 accumulation. mlp head:
+``emap_model(..., compute_dtype=bfloat16)`` (bf16 matmul operands, float32 accumulation
+and layer outputs) for the factorized and fused methods; the reference and full
+methods run the model with bf16 parameters and inputs (XLA accumulates each bf16 matmul
+in float32 and rounds its output to bf16). tensor head: every linear layer takes bf16
+operands and returns float32 (``preferred_element_type``), the tensor-fusion
+contraction takes bf16 operands (XLA accumulates bf16 dots in float32 and rounds the
+result to bf16, which the next layer reads in bf16 anyway). EMAP sums in float32.
+Parameters are kept in float32 and cast.
 
 TFLOP/s counts the head's FLOPs per pair (analytically, ``head_flops_per_pair``) for
 every method, so it is pairs/second in other units: the work EMAP must do. The full
@@ -106,13 +116,6 @@ class Dense(nnx.Module):
         return self.linear(x)  # [..., d_out]
 
 
-class SumFusion(nnx.Module):
-    """``h_1 + ... + h_M``: the first layer's per-modality parts added back together."""
-
-    def __call__(self, hs):
-        return sum(hs)
-
-
 class CastFusion(nnx.Module):
     """A tensor-fusion operator applied to ``dtype`` copies of its kernel and inputs."""
 
@@ -143,18 +146,17 @@ class ReluMLP(nnx.Module):
 
 
 def build_model(args: argparse.Namespace, head: str, dtype: Any = None) -> models.FusionModel:
-    """``x_a, x_b: [B, width]`` -> ``[B, classes]``; bf16 compute when ``dtype`` is bf16.
+    """``x_a, x_b: [B, width]`` -> ``[B, classes]``; tensor head: bf16 compute when ``dtype``
+    is bf16.
 
     The parameters depend on the seed only, not on ``dtype``.
     """
     rngs = nnx.Rngs(args.seed)
     w = args.width
-    if head == "mlp":
+    if head == "mlp":  # early fusion: dtype is applied by the methods (see the module doc)
         h = args.hidden
-        encoders = [Dense(w, h, dtype, rngs=rngs), Dense(w, h, dtype, use_bias=False, rngs=rngs)]
-        return models.FusionModel(
-            encoders, SumFusion(), ReluMLP((h, h, args.classes), dtype, rngs=rngs)
-        )
+        op = fusion.create("nonlinear", (w, w), args.classes, hidden_dims=(h, h), rngs=rngs)
+        return models.FusionModel([None, None], op)
     e, f = args.tensor_dim, args.tensor_out
     encoders = [Dense(w, e, dtype, rngs=rngs), Dense(w, e, dtype, rngs=rngs)]
     op = fusion.create("tensor", (e, e), f, rngs=rngs)
@@ -198,6 +200,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--peak-tflops", type=float, default=None, help="the device's peak (CPU: no default)"
     )
+    parser.add_argument(
+        "--fused",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="time the fused Pallas kernel (mlp head); auto: on a GPU or with --quick "
+        "(elsewhere it runs in the slow Pallas interpreter)",
+    )
+    parser.add_argument(
+        "--fused-tiles",
+        nargs="+",
+        default=["64x2x4"],
+        help="the fused kernel's tilings to time, COLSxROWSxWARPS (columns per tile, rows "
+        "per step, Triton warps); the first is reported as mmfuse_fused",
+    )
+
+
+def parse_tile(text: str) -> dict[str, int]:
+    """``"64x2x4"`` -> the ``kernel_options`` of that tiling."""
+    try:
+        cols, rows, warps = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise SystemExit(f"--fused-tiles: {text!r} is not COLSxROWSxWARPS, e.g. 64x2x4") from None
+    return {"block_cols": cols, "rows_per_step": rows, "num_warps": warps}
 
 
 def reference_emap(row: Callable, params: Any, a: jax.Array, b: jax.Array) -> np.ndarray:
@@ -241,6 +266,9 @@ def run(
     sizes = args.n or DEFAULT_N[kind]
     reference_max_n = args.reference_max_n or DEFAULT_REFERENCE_MAX_N.get(kind, max(sizes))
     peaks = device_peaks(getattr(jax.devices()[0], "device_kind", platform), args.peak_tflops)
+    use_fused = args.fused == "on" or (args.fused == "auto" and (args.quick or platform == "gpu"))
+    for tile in args.fused_tiles:
+        parse_tile(tile)
 
     results, skipped, heads = [], [], {}
     for head in args.heads:
@@ -260,21 +288,52 @@ def run(
         for dtype_name in args.dtypes:
             dtype = None if dtype_name == "float32" else jnp.dtype(dtype_name)
             pure = models.as_pure(build_model(args, head, dtype))
-            params = pure32.params  # float32 master weights; the model casts them
+            # float32 master weights; the tensor model casts them where it computes in
+            # bf16, the mlp model runs on bf16 copies (reference and full methods)
+            params = pure32.params
+            lowp = head == "mlp" and dtype is not None
+            run_params = jax.tree.map(lambda p, d=dtype: p.astype(d), params) if lowp else params
+
+            def cast(x, lowp=lowp, dtype=dtype):
+                return x.astype(dtype) if lowp else x
 
             @jax.jit
-            def row(params, a, i, b, pure=pure):  # F[i, :]: [N, C]
-                return pure.apply(params, (jnp.broadcast_to(a[i][None], b.shape), b))
+            def row(params, a, i, b, pure=pure, cast=cast):  # F[i, :]: [N, C]
+                return pure.apply(params, (jnp.broadcast_to(cast(a[i])[None], b.shape), cast(b)))
 
             @jax.jit
-            def full(params, xs, pure=pure):
-                apply = functools.partial(pure.apply, params)
+            def full(params, xs, pure=pure, cast=cast):
+                def apply(xs):
+                    return pure.apply(params, tuple(cast(x) for x in xs))
+
                 return interactions.emap(apply, xs, block_size=args.block_size)
 
+            # the mlp head's compute dtype is emap_model's; the tensor model casts itself
+            kw = {"compute_dtype": dtype} if head == "mlp" else {}
+
             @jax.jit
-            def factorized(params, xs, pure=pure):
+            def factorized(params, xs, pure=pure, kw=kw):
                 bound = dataclasses.replace(pure, params=params)
-                return interactions.emap_model(bound, xs, block_size=args.block_size)
+                return interactions.emap_model(bound, xs, block_size=args.block_size, **kw)
+
+            def fused(options, pure=pure, kw=kw):
+                @jax.jit
+                def compute(weights, inputs):
+                    bound = dataclasses.replace(pure, params=weights)
+                    return interactions.emap_model(
+                        bound, inputs, kernel="pallas", kernel_options=options, **kw
+                    )
+
+                return compute
+
+            methods = [
+                ("mmfuse_full", full, run_params),
+                ("mmfuse_factorized", factorized, params),
+            ]
+            if head == "mlp" and use_fused:
+                for i, tile in enumerate(args.fused_tiles):
+                    name = "mmfuse_fused" if i == 0 else f"mmfuse_fused_{tile}"
+                    methods.append((name, fused(parse_tile(tile)), params))
 
             for n in sizes:
                 if time.monotonic() > args.deadline:
@@ -286,13 +345,29 @@ def run(
                     jnp.asarray(rng.standard_normal((n, args.width)), jnp.float32) for _ in range(2)
                 )
                 timings, values = {}, {}
-                for method, fn in (("mmfuse_full", full), ("mmfuse_factorized", factorized)):
-                    call = functools.partial(fn, params, xs)
-                    timings[method], out = timer(call, args.repeats)
+                failures = {}
+                for method, fn, method_params in methods:
+                    extra = method.startswith("mmfuse_fused_")  # more tilings: if time allows
+                    if extra and time.monotonic() > args.deadline:
+                        skipped.append(
+                            {"head": head, "dtype": dtype_name, "n": n, "method": method}
+                        )
+                        continue
+                    call = functools.partial(fn, method_params, xs)
+                    try:
+                        timings[method], out = timer(call, args.repeats)
+                    except Exception as error:
+                        if not method.startswith("mmfuse_fused"):
+                            raise
+                        # a tiling the GPU cannot compile (e.g. out of shared memory) is a
+                        # finding to record, not a reason to lose the rest of the run
+                        failures[method] = f"{type(error).__name__}: {str(error)[:500]}"
+                        print(f"{method} failed: {failures[method]}", flush=True)
+                        continue
                     values[method] = np.asarray(out, np.float64)  # [N, C]
                 if not args.skip_reference and n <= reference_max_n:
                     timings["reference"], out = time_reference(
-                        row, params, xs, args.reference_repeats
+                        row, run_params, xs, args.reference_repeats
                     )
                     values["reference"] = np.asarray(out, np.float64)
                 diffs, agree = agreement(values, dtype_name)
@@ -315,6 +390,7 @@ def run(
                         "pairs": n * n,
                         "methods": methods,
                         "max_relative_difference": diffs,
+                        "failed": failures,
                         "agree": agree,
                     }
                 )
@@ -323,10 +399,13 @@ def run(
     return {
         "heads": heads,
         "block_size": args.block_size or "auto",
+        "fused_tiles": args.fused_tiles if use_fused else None,
         "precision": {
             "float32": "float32 throughout (XLA's default matmul precision)",
-            "bfloat16": "bf16 operands, float32 accumulation and layer outputs; "
-            "float32 EMAP sums; float32 master parameters",
+            "bfloat16": "mlp head: factorized and fused bf16 operands with float32 "
+            "accumulation and layer outputs, reference and full on bf16 parameters and inputs; "
+            "tensor head: bf16 operands, float32 accumulation and layer outputs; float32 EMAP "
+            "sums; float32 master parameters",
         },
         "peak_tflops": peaks,
         "results": results,
@@ -337,7 +416,7 @@ def run(
 
 def format_row(r: dict) -> str:
     parts = []
-    for method in ("reference", "mmfuse_full", "mmfuse_factorized"):
+    for method in ("reference", "mmfuse_full", "mmfuse_factorized", "mmfuse_fused"):
         if method in r["methods"]:
             t = r["methods"][method]
             ratio = t.get("speedup_vs_reference")
@@ -354,7 +433,7 @@ def print_table(results: list[dict]) -> None:
     cell = "seconds, pairs/s, TFLOP/s, xref"
     print(
         f"{'head':6} {'dtype':8} {'N':>6} | {'reference':^42} | {'mmfuse full':^42} | "
-        f"{'mmfuse factorized':^42} | agree\n{'':23}| {cell:^42} |"
+        f"{'mmfuse factorized':^42} | {'mmfuse fused':^42} | agree\n{'':23}| {cell:^42} |"
     )
     for r in results:
         print(format_row(r))

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The three benchmarks at GPU sizes, in about 8 minutes on one H100 / H200:
+# The three benchmarks at GPU sizes, in about 9 minutes on one H100 / H200:
 #   scripts/bench_gpu.sh [OUT_DIR]        (default OUT_DIR: benchmarks/)
-# Writes OUT_DIR/{memory,emap,fusion}-gpu.json and a log of each run. Every benchmark
+# Writes OUT_DIR/{memory,emap,emap-tiles,fusion}-gpu.json and a log of each run;
+# emap-tiles times five tilings of the fused EMAP kernel at the target size (bf16
+# MLP head, N = 32,768). Every benchmark
 # has a time budget: what would start after it is skipped and listed in its record
 # ("skipped_for_time"), so a slow device still yields results. Needs jax with CUDA,
 # flax, optax and torch (for the PyTorch twins); nothing else is imported.
@@ -17,18 +19,20 @@ export XLA_PYTHON_CLIENT_PREALLOCATE=false
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv 2>/dev/null || true
 
 status=0
-run() {  # run NAME BUDGET_SECONDS [ARGS...]
-  local name="$1" budget="$2"
-  shift 2
-  echo "[bench_gpu] $name (budget ${budget}s)"
+run() {  # run BENCHMARK RECORD_NAME BUDGET_SECONDS [ARGS...]
+  local name="$1" record="$2" budget="$3"
+  shift 3
+  echo "[bench_gpu] $record (budget ${budget}s)"
   local start=$SECONDS
-  "$python" scripts/bench.py "$name" --budget "$budget" --out "$out_dir/$name-gpu.json" "$@" \
-    2>&1 | tee "$out_dir/$name-gpu.log"
+  "$python" scripts/bench.py "$name" --budget "$budget" --out "$out_dir/$record-gpu.json" "$@" \
+    2>&1 | tee "$out_dir/$record-gpu.log"
   local rc=${PIPESTATUS[0]}
-  echo "[bench_gpu] $name: exit $rc after $((SECONDS - start))s"
+  echo "[bench_gpu] $record: exit $rc after $((SECONDS - start))s"
   [ "$rc" -eq 0 ] || status=1
 }
-run memory 30
-run emap 170 --repeats 3
-run fusion 220 --repeats 5
+run memory memory 30
+run emap emap-tiles 60 --heads mlp --dtypes bfloat16 --n 32768 --skip-reference \
+  --repeats 3 --fused-tiles 64x2x4 128x1x8 32x4x4 64x4x8 128x2x8
+run emap emap 170 --repeats 3
+run fusion fusion 220 --repeats 5
 exit $status

@@ -18,6 +18,7 @@ from mmfuse.models import PureModel, as_pure
 
 Model = nnx.Module | PureModel
 KERNELS = ("xla", "pallas")
+KERNEL_OPTIONS = ("block_cols", "rows_per_step", "num_warps", "num_stages")
 
 
 def _split_view(model: Model) -> tuple[PureModel, SplitMLP | None]:
@@ -94,6 +95,7 @@ def emap_model(
     key: jax.Array | None = None,
     kernel: str = "xla",
     compute_dtype: Any = None,
+    kernel_options: dict[str, Any] | None = None,
 ) -> jax.Array | EmapDecomposition:
     """EMAP of an mmfuse model, encoding each modality once when the model factorizes.
 
@@ -117,6 +119,9 @@ def emap_model(
         ``block_size`` is the rows per program).
       kernel: ``"xla"`` or ``"pallas"``.
       compute_dtype: the split MLP head's matmul operand dtype (see ``model_fn``).
+      kernel_options: with ``kernel="pallas"``, the kernel's tiling and launch
+        parameters: ``block_cols`` (columns per tile, default 64), ``rows_per_step``
+        (rows paired with a tile at once, default 2), ``num_warps``, ``num_stages``.
 
     Returns:
       ``[N, C]`` projected outputs, or the ``EmapDecomposition``.
@@ -134,7 +139,11 @@ def emap_model(
     fn, xs = model_fn(model, inputs, compute_dtype=compute_dtype)
     pair_sums = None
     if kernel == "pallas":
-        pair_sums = _pallas_pair_sums(model, len(xs), num_samples, compute_dtype)
+        pair_sums = _pallas_pair_sums(
+            model, len(xs), num_samples, compute_dtype, kernel_options or {}
+        )
+    elif kernel_options:
+        raise ValueError("emap_model: kernel_options are for kernel='pallas'")
     result = _emap.decompose(
         fn,
         xs,
@@ -148,7 +157,11 @@ def emap_model(
 
 
 def _pallas_pair_sums(
-    model: Model, num_modalities: int, num_samples: int | None, compute_dtype: Any
+    model: Model,
+    num_modalities: int,
+    num_samples: int | None,
+    compute_dtype: Any,
+    options: dict[str, Any],
 ) -> _emap.PairSums:
     """Exact mode's pass over the pairs as the fused kernel, for a split MLP head."""
     _, split = _split_view(model)
@@ -167,6 +180,11 @@ def _pallas_pair_sums(
         raise ValueError(
             f"emap_model: kernel='pallas' computes exact EMAP; for Monte-Carlo {advice}"
         )
+    unknown = set(options) - set(KERNEL_OPTIONS)
+    if unknown:
+        raise ValueError(
+            f"emap_model: unknown kernel_options {sorted(unknown)}; valid: {KERNEL_OPTIONS}"
+        )
     operand_dtype = compute_dtype or jnp.result_type(*(k for k, _ in split.layers))
 
     def pair_sums(us, shift, dtype, block_size):
@@ -179,6 +197,7 @@ def _pallas_pair_sums(
             shift,
             compute_dtype=operand_dtype,
             block_rows=block_size,
+            **options,
         )
         return tuple(s.astype(dtype) for s in sums), count
 

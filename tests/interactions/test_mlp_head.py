@@ -88,6 +88,12 @@ def test_fused_kernel_equals_the_blocked_pass_and_the_whole_model(head, activati
     want = whole_model_emap(model, xs)
     split = interactions.emap_model(model, xs, decompose=True)
     fused = interactions.emap_model(model, xs, decompose=True, kernel="pallas", **tiles)
+    # also through emap_model's kernel options: one row per step, 16-column tiles
+    options = {"block_cols": 16, "rows_per_step": 1}
+    assert_same(
+        interactions.emap_model(model, xs, decompose=True, kernel="pallas", kernel_options=options),
+        want,
+    )
     assert_same(split, want)
     assert_same(fused, want)
     # the model does use interactions: the comparison is not between zeros
@@ -180,6 +186,12 @@ def test_errors_name_the_problem():
         interactions.emap_model(model, xs, kernel="pallas", num_samples=4, key=jax.random.key(0))
     with pytest.raises(ValueError, match="multiple of rows_per_step=2, got 3"):
         interactions.emap_model(model, xs, kernel="pallas", block_size=3)
+    with pytest.raises(ValueError, match="block_cols must be a power of two, got 24"):
+        interactions.emap_model(model, xs, kernel="pallas", kernel_options={"block_cols": 24})
+    with pytest.raises(ValueError, match=r"unknown kernel_options \['tile'\]"):
+        interactions.emap_model(model, xs, kernel="pallas", kernel_options={"tile": 8})
+    with pytest.raises(ValueError, match="kernel_options are for kernel='pallas'"):
+        interactions.emap_model(model, xs, kernel_options={"block_cols": 16})
 
 
 # JAX 0.12 deprecates Pallas's Triton backend (in favour of Mosaic GPU) with a warning
