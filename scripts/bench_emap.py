@@ -326,14 +326,14 @@ def run(
 
                 return compute
 
-            methods = [
+            candidates = [
                 ("mmfuse_full", full, run_params),
                 ("mmfuse_factorized", factorized, params),
             ]
             if head == "mlp" and use_fused:
                 for i, tile in enumerate(args.fused_tiles):
                     name = "mmfuse_fused" if i == 0 else f"mmfuse_fused_{tile}"
-                    methods.append((name, fused(parse_tile(tile)), params))
+                    candidates.append((name, fused(parse_tile(tile)), params))
 
             for n in sizes:
                 if time.monotonic() > args.deadline:
@@ -346,7 +346,7 @@ def run(
                 )
                 timings, values = {}, {}
                 failures = {}
-                for method, fn, method_params in methods:
+                for method, fn, method_params in candidates:
                     extra = method.startswith("mmfuse_fused_")  # more tilings: if time allows
                     if extra and time.monotonic() > args.deadline:
                         skipped.append(

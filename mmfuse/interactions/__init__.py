@@ -3,7 +3,9 @@
 - ``emap(fn, inputs)`` / ``emap_decompose``: the EMAP projection of a model onto
   additive functions of its M modalities (Hessel and Lee, EMNLP 2020), exact over all
   N^M cross pairs in one blocked pass, or Monte-Carlo with standard errors;
-- ``emap_model``: the same for an mmfuse model, encoding each modality only once;
+- ``emap_model``: the same for an mmfuse model, encoding each modality only once
+  (and an early-fusion MLP's first layer too; ``kernel="pallas"`` fuses the pass over
+  the pairs of a two-modality MLP head into one kernel);
 - ``sharded_emap`` / ``sharded_emap_decompose``: the same with the examples sharded by
   rows over the devices of a mesh, each device pairing its rows with all columns;
 - ``emap_report``: accuracy / AUC / MSE of the model, its projection and its unimodal

@@ -13,7 +13,7 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 def test_bench_emap_quick_methods_agree(tmp_path):
     out = tmp_path / "emap.json"
     command = [sys.executable, str(REPO / "scripts" / "bench.py"), "emap", "--quick"]
-    command += ["--n", "48", "--width", "16", "--hidden", "32", "--repeats", "1"]
+    command += ["--n", "32", "48", "--width", "16", "--hidden", "32", "--repeats", "1"]
     command += ["--tensor-dim", "6", "--tensor-out", "16", "--out", str(out)]
     command += ["--fused-tiles", "64x2x4", "16x1x4"]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -24,8 +24,8 @@ def test_bench_emap_quick_methods_agree(tmp_path):
     assert set(record["heads"]) == {"mlp", "tensor"}
     # 2·(7·7·16 + 7·16 + 16·2) FLOPs per pair for the tensor head, counted analytically
     assert record["heads"]["tensor"]["head_flops_per_pair"] == 2 * (7 * 7 * 16 + 7 * 16 + 16 * 2)
-    assert {(r["head"], r["dtype"]) for r in record["results"]} == {
-        (h, d) for h in ("mlp", "tensor") for d in ("float32", "bfloat16")
+    assert {(r["head"], r["dtype"], r["n"]) for r in record["results"]} == {
+        (h, d, n) for h in ("mlp", "tensor") for d in ("float32", "bfloat16") for n in (32, 48)
     }
     assert record["peak_tflops"] is None  # no known peak for a CPU without --peak-tflops
     for result in record["results"]:
@@ -38,6 +38,6 @@ def test_bench_emap_quick_methods_agree(tmp_path):
         assert all(d <= tolerance for d in result["max_relative_difference"].values())
         flops = record["heads"][result["head"]]["head_flops_per_pair"]
         for timing in methods.values():  # pairs/second is N² over the median time
-            assert timing["pairs_per_second"] * timing["seconds"] == pytest.approx(48 * 48)
+            assert timing["pairs_per_second"] * timing["seconds"] == pytest.approx(result["n"] ** 2)
             assert timing["tflops"] == pytest.approx(timing["pairs_per_second"] * flops / 1e12)
             assert timing["fraction_of_peak"] is None
