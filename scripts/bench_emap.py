@@ -210,18 +210,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--fused-tiles",
         nargs="+",
-        default=["64x2x4"],
+        default=["64x2x8"],
         help="the fused kernel's tilings to time, COLSxROWSxWARPS (columns per tile, rows "
         "per step, Triton warps); the first is reported as mmfuse_fused",
     )
 
 
 def parse_tile(text: str) -> dict[str, int]:
-    """``"64x2x4"`` -> the ``kernel_options`` of that tiling."""
+    """``"64x2x8"`` -> the ``kernel_options`` of that tiling."""
     try:
         cols, rows, warps = (int(part) for part in text.lower().split("x"))
     except ValueError:
-        raise SystemExit(f"--fused-tiles: {text!r} is not COLSxROWSxWARPS, e.g. 64x2x4") from None
+        raise SystemExit(f"--fused-tiles: {text!r} is not COLSxROWSxWARPS, e.g. 64x2x8") from None
     return {"block_cols": cols, "rows_per_step": rows, "num_warps": warps}
 
 

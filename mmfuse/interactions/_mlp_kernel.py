@@ -32,6 +32,9 @@ from mmfuse.interactions._exact import pairwise_sum, saturating_add
 # Each step pairs a few rows with a tile of columns: a [rows · cols, H] @ [H, H'] matmul.
 DEFAULT_BLOCK_COLS = 64
 DEFAULT_ROWS_PER_STEP = 2
+# 8 warps for the default [128, H] @ [H, H'] step: a [128, 256] float32 accumulator is
+# 128 registers per thread, where 4 warps would need 256 and spill.
+DEFAULT_NUM_WARPS = 8
 # Programs to aim for when choosing rows per program: a few per SM of a large GPU.
 TARGET_PROGRAMS = 256
 # Triton's dot needs every side to be at least 16.
@@ -130,7 +133,7 @@ def fused_pair_sums(
     block_rows: int | None = None,
     block_cols: int = DEFAULT_BLOCK_COLS,
     rows_per_step: int = DEFAULT_ROWS_PER_STEP,
-    num_warps: int | None = None,
+    num_warps: int | None = DEFAULT_NUM_WARPS,
     num_stages: int | None = None,
     interpret: bool | None = None,
 ) -> tuple[tuple[jax.Array, jax.Array], jax.Array]:

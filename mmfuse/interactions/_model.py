@@ -121,7 +121,8 @@ def emap_model(
       compute_dtype: the split MLP head's matmul operand dtype (see ``model_fn``).
       kernel_options: with ``kernel="pallas"``, the kernel's tiling and launch
         parameters: ``block_cols`` (columns per tile, default 64), ``rows_per_step``
-        (rows paired with a tile at once, default 2), ``num_warps``, ``num_stages``.
+        (rows paired with a tile at once, default 2), ``num_warps`` (default 8),
+        ``num_stages``.
 
     Returns:
       ``[N, C]`` projected outputs, or the ``EmapDecomposition``.

@@ -15,7 +15,7 @@ def test_bench_emap_quick_methods_agree(tmp_path):
     command = [sys.executable, str(REPO / "scripts" / "bench.py"), "emap", "--quick"]
     command += ["--n", "32", "48", "--width", "16", "--hidden", "32", "--repeats", "1"]
     command += ["--tensor-dim", "6", "--tensor-out", "16", "--out", str(out)]
-    command += ["--fused-tiles", "64x2x4", "16x1x4"]
+    command += ["--fused-tiles", "64x2x8", "16x1x4"]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     record = json.loads(out.read_text())
