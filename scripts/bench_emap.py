@@ -9,7 +9,8 @@ Two two-modality fusion models, both factorizing as ``head(enc_a(x_a), enc_b(x_b
   only the rest of the network;
 - ``tensor``: per-modality linear encoders ``width → tensor_dim``, tensor fusion
   ``W · vec([h_a; 1] ⊗ [h_b; 1])`` to ``tensor_out`` features, relu, linear to
-  ``classes`` (the head: fusion and classifier).
+  ``classes`` (the head: fusion and classifier). ``emap_model`` contracts the kernel
+  with each row's ``[h_a; 1]`` once, leaving a ``[K] · [K, F]`` product per pair.
 
 The ways to compute a model's EMAP at N paired examples that are timed:
 
@@ -19,30 +20,29 @@ The ways to compute a model's EMAP at N paired examples that are timed:
   release's Python loops over a dict of logits);
 - ``mmfuse_full``: ``interactions.emap`` on the model's pure ``apply``, jitted;
 - ``mmfuse_factorized``: ``interactions.emap_model``: the encoders (and for the mlp
-  head the first layer's parts) once, the rest of the head on the N² cross pairs, jitted;
+  head the first layer's parts, for the tensor head the kernel contracted with each
+  row) once, the rest of the head on the N² cross pairs, jitted;
 - ``mmfuse_fused`` (mlp head; on a GPU, or with ``--fused on``):
   ``emap_model(..., kernel="pallas")``, the pair pass as one Pallas kernel that keeps
   every pair's activations on chip. ``--fused-tiles COLSxROWSxWARPS ...`` times more
   tilings of the kernel (``mmfuse_fused_COLSxROWSxWARPS``); the first is
   ``mmfuse_fused``.
 
-Precision: ``float32``, or ``bfloat16`` compute with float32 accumulation. mlp head:
-``emap_model(..., compute_dtype=bfloat16)`` (bf16 matmul operands, float32 accumulation
-and layer outputs) for the factorized and fused methods; the reference and full
-methods run the model with bf16 parameters and inputs (XLA accumulates each bf16 matmul
-in float32 and rounds its output to bf16). tensor head: every linear layer takes bf16
-operands and returns float32 (``preferred_element_type``), the tensor-fusion
-contraction takes bf16 operands (XLA accumulates bf16 dots in float32 and rounds the
-result to bf16, which the next layer reads in bf16 anyway). EMAP sums in float32.
-Parameters are kept in float32 and cast.
+Precision: ``float32``, or ``bfloat16`` compute with float32 accumulation: the
+factorized and fused methods pass ``compute_dtype=bfloat16`` to ``emap_model`` (bf16
+matmul operands, float32 accumulation and layer outputs); the reference and full
+methods run the model on bf16 copies of its parameters and inputs (XLA accumulates
+each bf16 matmul in float32 and rounds its output to bf16). EMAP sums in float32.
 
-TFLOP/s counts the head's FLOPs per pair (analytically, ``head_flops_per_pair``) for
-every method, so it is pairs/second in other units: the work EMAP must do. The full
-model also runs the encoders per pair. ``fraction_of_peak`` divides by the device's
+TFLOP/s counts the head's FLOPs per pair (analytically, ``head_flops_per_pair``: what
+evaluating the head on one pair costs) for every method, so it is pairs/second in
+other units. The full model also runs the encoders per pair; the factorized tensor
+head does less per pair (the row's contraction is shared), so its figure exceeds the
+FLOPs it executes. ``fraction_of_peak`` divides by the device's
 dense peak (a small table of known chips, or ``--peak-tflops``).
 
 ``--quick`` shrinks N so that the reference fits on a CPU; every run checks that the
-three methods agree.
+methods agree.
 """
 
 from __future__ import annotations
@@ -50,7 +50,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import itertools
 import statistics
 import time
 from collections.abc import Callable
@@ -98,71 +97,22 @@ def fraction_of_peak(tflops: float, dtype_name: str, peaks: dict[str, float] | N
     return {k: tflops / peaks[k] for k in names if k in peaks}
 
 
-class Dense(nnx.Module):
-    """``x @ W + b``: bf16 operands with a float32 result when ``dtype`` is bf16."""
+def build_model(args: argparse.Namespace, head: str) -> models.FusionModel:
+    """``x_a, x_b: [B, width]`` -> ``[B, classes]``, in float32 (the methods apply bf16).
 
-    def __init__(self, d_in: int, d_out: int, dtype: Any, *, use_bias: bool = True, rngs):
-        self.linear = nnx.Linear(
-            d_in,
-            d_out,
-            use_bias=use_bias,
-            dtype=dtype,
-            preferred_element_type=None if dtype is None else jnp.float32,
-            rngs=rngs,
-        )
-        self.in_features, self.out_features = d_in, d_out
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return self.linear(x)  # [..., d_out]
-
-
-class CastFusion(nnx.Module):
-    """A tensor-fusion operator applied to ``dtype`` copies of its kernel and inputs."""
-
-    def __init__(self, op: fusion.TensorFusion, dtype: Any):
-        self.op, self.dtype = op, dtype
-        self.in_dims, self.out_dim = op.in_dims, op.out_dim
-
-    def __call__(self, hs):
-        if self.dtype is None:
-            return self.op(hs)
-        params = jax.tree.map(lambda p: p.astype(self.dtype), self.op.functional_params())
-        hs = [h.astype(self.dtype) for h in hs]
-        return fusion.functional.tensor(params, hs, append=self.op.append_one)
-
-
-class ReluMLP(nnx.Module):
-    """``relu`` then a linear layer, for each consecutive pair of ``widths``."""
-
-    def __init__(self, widths: tuple[int, ...], dtype: Any, *, rngs):
-        pairs = itertools.pairwise(widths)
-        self.layers = nnx.List([Dense(a, b, dtype, rngs=rngs) for a, b in pairs])
-        self.in_dim = widths[0]
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        for layer in self.layers:
-            x = layer(jax.nn.relu(x))  # [..., width]
-        return x
-
-
-def build_model(args: argparse.Namespace, head: str, dtype: Any = None) -> models.FusionModel:
-    """``x_a, x_b: [B, width]`` -> ``[B, classes]``; tensor head: bf16 compute when ``dtype``
-    is bf16.
-
-    The parameters depend on the seed only, not on ``dtype``.
+    The parameters depend on the seed only.
     """
     rngs = nnx.Rngs(args.seed)
     w = args.width
-    if head == "mlp":  # early fusion: dtype is applied by the methods (see the module doc)
+    if head == "mlp":  # early fusion: one MLP on the concatenated inputs
         h = args.hidden
         op = fusion.create("nonlinear", (w, w), args.classes, hidden_dims=(h, h), rngs=rngs)
         return models.FusionModel([None, None], op)
     e, f = args.tensor_dim, args.tensor_out
-    encoders = [Dense(w, e, dtype, rngs=rngs), Dense(w, e, dtype, rngs=rngs)]
+    encoders = [nnx.Linear(w, e, rngs=rngs), nnx.Linear(w, e, rngs=rngs)]
     op = fusion.create("tensor", (e, e), f, rngs=rngs)
-    return models.FusionModel(
-        encoders, CastFusion(op, dtype), ReluMLP((f, args.classes), dtype, rngs=rngs)
-    )
+    classifier = nnx.Sequential(jax.nn.relu, nnx.Linear(f, args.classes, rngs=rngs))
+    return models.FusionModel(encoders, op, classifier)
 
 
 def flops_per_pair(args: argparse.Namespace, head: str) -> tuple[int, int]:
@@ -273,7 +223,7 @@ def run(
     results, skipped, heads = [], [], {}
     for head in args.heads:
         head_flops, full_flops = flops_per_pair(args, head)
-        pure32 = models.as_pure(build_model(args, head))
+        pure = models.as_pure(build_model(args, head))
         heads[head] = {
             "layers": (
                 f"2x{args.width} -> {args.hidden} -> {args.hidden} -> {args.classes}"
@@ -287,11 +237,10 @@ def run(
         }
         for dtype_name in args.dtypes:
             dtype = None if dtype_name == "float32" else jnp.dtype(dtype_name)
-            pure = models.as_pure(build_model(args, head, dtype))
-            # float32 master weights; the tensor model casts them where it computes in
-            # bf16, the mlp model runs on bf16 copies (reference and full methods)
-            params = pure32.params
-            lowp = head == "mlp" and dtype is not None
+            # float32 master weights; the reference and full methods run the model on
+            # bf16 copies, emap_model takes compute_dtype
+            params = pure.params
+            lowp = dtype is not None
             run_params = jax.tree.map(lambda p, d=dtype: p.astype(d), params) if lowp else params
 
             def cast(x, lowp=lowp, dtype=dtype):
@@ -308,8 +257,7 @@ def run(
 
                 return interactions.emap(apply, xs, block_size=args.block_size)
 
-            # the mlp head's compute dtype is emap_model's; the tensor model casts itself
-            kw = {"compute_dtype": dtype} if head == "mlp" else {}
+            kw = {"compute_dtype": dtype}
 
             @jax.jit
             def factorized(params, xs, pure=pure, kw=kw):

@@ -38,7 +38,12 @@ from mmfuse.interactions._checks import (
     elements_per_example,
     output_spec,
 )
-from mmfuse.interactions._exact import default_block_size, exact_sums, saturating_add
+from mmfuse.interactions._exact import (
+    BlockFn,
+    default_block_size,
+    exact_sums,
+    saturating_add,
+)
 from mmfuse.interactions._monte_carlo import sampled_moments
 
 
@@ -224,7 +229,7 @@ def _decompose(
 
     if num_samples is None:
         if pair_sums is None:
-            pair_sums = functools.partial(_blocked_sums, fn, pair_elements=pair_elements, name=name)
+            pair_sums = functools.partial(blocked_sums, fn, pair_elements=pair_elements, name=name)
         sums, num_nonfinite = pair_sums(xs, shift, dtype, block_size)  # M x [N, C]
         marginals, grand = _exact_means(sums, n)
         marginal_se = grand_se = projected_se = None
@@ -289,7 +294,7 @@ def emap(
     ).projected
 
 
-def _blocked_sums(
+def blocked_sums(
     fn: ModelFn,
     xs: tuple[jax.Array, ...],
     shift: jax.Array,
@@ -298,6 +303,7 @@ def _blocked_sums(
     *,
     pair_elements: int,
     name: str,
+    block_fn: BlockFn | None = None,
 ) -> tuple[tuple[jax.Array, ...], jax.Array]:
     """Exact mode's pass: ``exact_sums`` with a default block size."""
     num_modalities, n = len(xs), xs[0].shape[0]
@@ -305,7 +311,7 @@ def _blocked_sums(
     if block_size is None:
         block_size = default_block_size(num_rows, n * pair_elements)
     block_size = min(block_size, num_rows)
-    return exact_sums(fn, xs, shift, block_size, dtype, name)
+    return exact_sums(fn, xs, shift, block_size, dtype, name, block_fn)
 
 
 def _exact_means(sums: tuple[jax.Array, ...], n: int) -> tuple[tuple[jax.Array, ...], jax.Array]:

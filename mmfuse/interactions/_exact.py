@@ -17,12 +17,15 @@ sums with Kahan compensation, so the error does not grow with the number of bloc
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from mmfuse.interactions._checks import ModelFn, call_flat
+
+BlockFn = Callable[[tuple[jax.Array, ...], jax.Array], jax.Array]
 
 # Default block: about this many array elements (inputs plus outputs per pair, times
 # the pairs in a block) before the model's own activations: 128 MiB of float32 on CPU,
@@ -79,6 +82,7 @@ def exact_sums(
     block_size: int,
     dtype: Any,
     name: str,
+    block_fn: BlockFn | None = None,
 ) -> tuple[tuple[jax.Array, ...], jax.Array]:
     """Marginal sums of ``f - shift`` over all N^M cross pairs, and the non-finite count.
 
@@ -92,6 +96,9 @@ def exact_sums(
       block_size: B, rows (combinations of modalities 0..M-2) per block.
       dtype: the accumulation dtype.
       name: for error messages.
+      block_fn: ``block_fn(rows, last) -> [B, N, C]``, the outputs of a block from its
+        rows (M-1 arrays ``[B, ...]``) and the last modality ``[N_{M-1}, ...]``; for a
+        model that can share work across a row. Default: ``fn`` vmapped over the rows.
 
     Returns:
       ``(S_0, ..., S_{M-1})``, each ``[N_m, C]`` with ``S_m[i] = Σ_{i_m = i} (f - shift)``,
@@ -118,7 +125,11 @@ def exact_sums(
         valid = rows < num_rows  # the last block is padded
         rows = jnp.minimum(rows, num_rows - 1)
         idx = [(rows // s) % size for s, size in zip(strides, sizes, strict=False)]  # M-1 x [B]
-        out = jax.vmap(row)(*(x[i] for x, i in zip(xs, idx, strict=False)))  # [B, N, C]
+        rows_xs = tuple(x[i] for x, i in zip(xs, idx, strict=False))  # M-1 x [B, ...]
+        if block_fn is None:
+            out = jax.vmap(row)(*rows_xs)  # [B, N, C]
+        else:
+            out = block_fn(rows_xs, last).reshape(block_size, n, num_outputs).astype(dtype)
         bad = jnp.logical_and(~jnp.all(jnp.isfinite(out), axis=-1), valid[:, None])  # [B, N]
         count = saturating_add(count, jnp.sum(bad, dtype=jnp.int32))
         out = jnp.where(valid[:, None, None], out - shift[None, None, :], 0)  # [B, N, C]

@@ -10,10 +10,11 @@ import jax.numpy as jnp
 from flax import nnx
 
 from mmfuse.interactions import _emap
-from mmfuse.interactions._checks import ModelFn, check_inputs
+from mmfuse.interactions._checks import ModelFn, check_inputs, elements_per_example
 from mmfuse.interactions._emap import EmapDecomposition
 from mmfuse.interactions._mlp_head import SplitMLP, split_mlp
 from mmfuse.interactions._mlp_kernel import fused_pair_sums
+from mmfuse.interactions._tensor_head import tensor_head
 from mmfuse.models import PureModel, as_pure
 
 Model = nnx.Module | PureModel
@@ -21,11 +22,16 @@ KERNELS = ("xla", "pallas")
 KERNEL_OPTIONS = ("block_cols", "rows_per_step", "num_warps", "num_stages")
 
 
+def _module(model: Model) -> nnx.Module:
+    if isinstance(model, PureModel):
+        return nnx.merge(model.graphdef, model.params)
+    return model
+
+
 def _split_view(model: Model) -> tuple[PureModel, SplitMLP | None]:
     """The model's pure view and, for an early-fusion MLP head, its split form."""
-    if isinstance(model, PureModel):
-        return model, split_mlp(nnx.merge(model.graphdef, model.params))
-    return as_pure(model), split_mlp(model)
+    pure = model if isinstance(model, PureModel) else as_pure(model)
+    return pure, split_mlp(_module(model))
 
 
 def model_fn(
@@ -45,13 +51,16 @@ def model_fn(
     ``u_m = h_m W_m`` are computed once too, and each pair runs ``g(Σ_m u_m)``, the
     rest of the network.
 
+    For tensor fusion, ``fn`` contracts the kernel with all but the last modality
+    first; ``emap_model`` uses that to contract it once per row of the pair grid.
+
     Args:
       model: an NNX model called as ``model(xs)`` on M arrays ``[B, ...]``, or its
         ``as_pure`` view.
       inputs: M arrays ``[N, ...]`` paired along axis 0.
-      compute_dtype: for a split MLP head only: the matmul operands' dtype (e.g.
-        ``jnp.bfloat16``), with float32 accumulation and outputs; ``None`` computes in
-        the parameters' dtype.
+      compute_dtype: for a split MLP head or tensor fusion only: the matmul
+        operands' dtype (e.g. ``jnp.bfloat16``), with float32 accumulation and
+        outputs; ``None`` computes in the parameters' dtype.
 
     Returns:
       ``(fn, xs)``: ``head`` (or ``apply``) with the parameters bound, and the M
@@ -66,10 +75,13 @@ def model_fn(
     if split is not None:
         us = split.parts(pure.encode(pure.params, xs), compute_dtype)  # M x [N, H]
         return split.head(compute_dtype), us
+    tensor = tensor_head(_module(model), compute_dtype)
+    if tensor is not None:
+        return tensor.pairs, tuple(pure.encode(pure.params, xs))
     if compute_dtype is not None:
         raise ValueError(
             "emap_model: compute_dtype applies to MLP heads on the concatenated encodings "
-            f'("nonlinear" fusion); {_describe(model)} has none'
+            f'("nonlinear" fusion) and to tensor fusion; {_describe(model)} has neither'
         )
     if pure.factorizes:
         hs = pure.encode(pure.params, xs)  # M x [N, e_m]
@@ -79,7 +91,7 @@ def model_fn(
 
 def _describe(model: Model) -> str:
     """``FusionModel with fusion TensorFusion`` or the class name."""
-    module = nnx.merge(model.graphdef, model.params) if isinstance(model, PureModel) else model
+    module = _module(model)
     fusion = getattr(module, "fusion", None)
     name = type(module).__name__
     return name if fusion is None else f"this {name} (fusion {type(fusion).__name__})"
@@ -102,7 +114,9 @@ def emap_model(
     Gives the same values as ``emap(lambda xs: model(xs), inputs)`` (up to rounding) at a
     fraction of the cost when the encoders dominate: N encoder evaluations instead
     of N^M. An MLP head on the concatenated encodings also has its first layer
-    computed once per example. See ``model_fn``.
+    computed once per example (see ``model_fn``); tensor fusion contracts its kernel
+    with each row of the pair grid once, leaving one ``[K_M] · [K_M, F]`` product per
+    pair (exact mode).
 
     ``kernel="pallas"`` runs the exact pass of a two-modality split MLP head as one
     fused Pallas kernel (``interactions._mlp_kernel``): every pair's activations stay
@@ -118,7 +132,8 @@ def emap_model(
       block_size, num_samples, key: as for ``emap_decompose`` (with the Pallas kernel,
         ``block_size`` is the rows per program).
       kernel: ``"xla"`` or ``"pallas"``.
-      compute_dtype: the split MLP head's matmul operand dtype (see ``model_fn``).
+      compute_dtype: the matmul operand dtype of a split MLP head or tensor fusion
+        (see ``model_fn``).
       kernel_options: with ``kernel="pallas"``, the kernel's tiling and launch
         parameters: ``block_cols`` (columns per tile, default 64), ``rows_per_step``
         (rows paired with a tile at once, default 2), ``num_warps`` (default 8),
@@ -145,6 +160,18 @@ def emap_model(
         )
     elif kernel_options:
         raise ValueError("emap_model: kernel_options are for kernel='pallas'")
+    elif num_samples is None:
+        tensor = tensor_head(_module(model), compute_dtype)
+        if tensor is not None:
+            # each row's contraction with the kernel is shared by the row's N pairs
+            fused = tensor.kernel.shape[-1]
+            pair_sums = functools.partial(
+                _emap.blocked_sums,
+                fn,
+                pair_elements=elements_per_example(xs) + 2 * fused,
+                name="emap_model",
+                block_fn=tensor.block,
+            )
     result = _emap.decompose(
         fn,
         xs,

@@ -177,8 +177,9 @@ def test_errors_name_the_problem():
     tensor = models.FusionModel([None, None], fusion.create("tensor", (7, 3), 2, rngs=rngs))
     with pytest.raises(ValueError, match=r"fusion TensorFusion\) has none; use kernel='xla'"):
         interactions.emap_model(tensor, xs, kernel="pallas")
-    with pytest.raises(ValueError, match="compute_dtype applies to MLP heads"):
-        interactions.emap_model(tensor, xs, compute_dtype=jnp.bfloat16)
+    additive = models.FusionModel([None, None], fusion.create("additive", (7, 3), 2, rngs=rngs))
+    with pytest.raises(ValueError, match=r"compute_dtype applies .* AdditiveFusion\) has neither"):
+        interactions.emap_model(additive, xs, compute_dtype=jnp.bfloat16)
     three, xs3 = early_fusion(widths=(7, 3, 4)), inputs(8, 6, (7, 3, 4))
     with pytest.raises(ValueError, match="pairs two modalities; this model has 3"):
         interactions.emap_model(three, xs3, kernel="pallas")
