@@ -12,7 +12,7 @@ from jax.typing import ArrayLike
 from mmfuse.interactions import metrics
 from mmfuse.interactions._checks import ModelFn
 from mmfuse.interactions._emap import EmapDecomposition, emap_decompose
-from mmfuse.interactions._model import model_fn
+from mmfuse.interactions._model import emap_model
 from mmfuse.models import PureModel
 
 
@@ -71,9 +71,11 @@ def emap_report(
     """
     if metric not in metrics.NAMES:
         raise ValueError(f"unknown metric {metric!r}; valid metrics: {', '.join(metrics.NAMES)}")
+    kw = {"block_size": block_size, "num_samples": num_samples, "key": key}
     if isinstance(fn, (nnx.Module, PureModel)):
-        fn, inputs = model_fn(fn, inputs)
-    parts = emap_decompose(fn, inputs, block_size=block_size, num_samples=num_samples, key=key)
+        parts = emap_model(fn, inputs, decompose=True, **kw)
+    else:
+        parts = emap_decompose(fn, inputs, **kw)
     labels = np.asarray(labels)
 
     def score(outputs: jax.Array) -> float:
