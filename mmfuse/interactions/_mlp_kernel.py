@@ -83,13 +83,13 @@ def _kernel(
     bad_out[...] = jnp.zeros(bad_out.shape, jnp.float32)
     shift = shift_ref[...]  # [Cp]
 
-    def head(x: jax.Array) -> jax.Array:  # [T, H] pre-activations -> [T, Cp] outputs
+    def head(x: jax.Array) -> jax.Array:  # [P, H] pairs' pre-activations -> [P, Cp] outputs
         for layer, act in enumerate(activations):
             if act is not None:
                 x = act(x)
             kernel, bias = layer_refs[2 * layer][...], layer_refs[2 * layer + 1][...]
             x = jnp.dot(x.astype(compute_dtype), kernel, preferred_element_type=jnp.float32)
-            x = x + bias[None, :]  # [T, H_next]
+            x = x + bias[None, :]  # [P, H_next]
         return x
 
     def column_block(jt, carry):

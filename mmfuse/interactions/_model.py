@@ -68,7 +68,8 @@ def model_fn(
       inputs for a model that does not factorize).
 
     Raises:
-      ValueError: ``compute_dtype`` for a model without a split MLP head.
+      ValueError: ``compute_dtype`` for a model with neither a split MLP head nor
+        tensor fusion.
     """
     xs = check_inputs(inputs, "emap_model")
     pure, split = _split_view(model)
