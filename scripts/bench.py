@@ -1,6 +1,6 @@
 """mmfuse benchmarks: one subcommand per benchmark, each writing a JSON record.
 
-    python scripts/bench.py emap            # exact EMAP: row loop vs mmfuse (full, factorized)
+    python scripts/bench.py emap            # exact EMAP: row loop vs full, factorized, fused
     python scripts/bench.py fusion          # train steps of every operator vs PyTorch twins
     python scripts/bench.py memory          # compiled peak memory of every operator's step
     python scripts/bench.py emap --quick    # CPU-sized; every run checks what it times
