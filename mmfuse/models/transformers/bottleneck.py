@@ -8,20 +8,17 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from mmfuse.fusion._core import check_choice, check_dims, check_positive
-from mmfuse.models._checks import check_tokens
+from mmfuse.fusion._core import check_positive
 from mmfuse.models.transformers.layers import (
     EMBED_INIT,
-    POOLS,
+    RawTokenModel,
     TransformerBlock,
     broadcast_token,
-    check_transformer_sizes,
     masked_mean,
-    token_embeddings,
 )
 
 
-class BottleneckFusion(nnx.Module):
+class BottleneckFusion(RawTokenModel):
     """Multimodal bottleneck transformer: modalities exchange information only
     through K shared bottleneck tokens.
 
@@ -83,8 +80,19 @@ class BottleneckFusion(nnx.Module):
         rngs: nnx.Rngs,
     ):
         name = "BottleneckFusion"
-        self.in_dims, self.out_dim = check_dims(in_dims, out_dim, name)
-        check_transformer_sizes(d_model, num_heads, num_layers, mlp_dim, max_len, name)
+        super().__init__(
+            in_dims,
+            out_dim,
+            d_model=d_model,
+            num_heads=num_heads,
+            num_layers=num_layers,
+            mlp_dim=mlp_dim,
+            pool=pool,
+            max_len=max_len,
+            positions=positions,
+            pad_value=pad_value,
+            rngs=rngs,
+        )
         check_positive(num_bottlenecks, "num_bottlenecks", name)
         if num_layers < 2:
             raise ValueError(
@@ -98,13 +106,7 @@ class BottleneckFusion(nnx.Module):
                 f"so that at least two layers fuse, got {fusion_layer!r}"
             )
         self.fusion_layer = fusion_layer
-        self.pool = check_choice(pool, POOLS, "pool", name)
-        self.max_len = max_len
-        self.pad_value = pad_value
         num_modalities = len(self.in_dims)
-        self.embed = token_embeddings(
-            self.in_dims, d_model, max_len=max_len, positions=positions, name=name, rngs=rngs
-        )
         if pool == "cls":
             self.cls_tokens = nnx.Param(EMBED_INIT(rngs.params(), (num_modalities, d_model)))
         self.bottleneck = nnx.Param(EMBED_INIT(rngs.params(), (num_bottlenecks, d_model)))
@@ -136,12 +138,8 @@ class BottleneckFusion(nnx.Module):
         Returns:
           ``[B, C]``.
         """
-        tokens, valid = check_tokens(
-            xs, masks, self.in_dims, self.max_len, "BottleneckFusion", pad_value=self.pad_value
-        )
-        batch = tokens[0].shape[0]
-        seqs = [embed(x, keep) for embed, x, keep in zip(self.embed, tokens, valid, strict=True)]
-        valid = list(valid)
+        seqs, valid = self.embed_tokens(xs, masks)  # M x [B, T_m, D], M x [B, T_m]
+        batch = seqs[0].shape[0]
         if self.pool == "cls":
             cls = self.cls_tokens[...]  # [M, D]
             seqs = [

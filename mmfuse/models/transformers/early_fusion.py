@@ -8,20 +8,16 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from mmfuse.fusion._core import check_choice, check_dims
-from mmfuse.models._checks import check_tokens
 from mmfuse.models.transformers.layers import (
     EMBED_INIT,
-    POOLS,
+    RawTokenModel,
     TransformerBlock,
     broadcast_token,
-    check_transformer_sizes,
     masked_mean,
-    token_embeddings,
 )
 
 
-class EarlyFusionTransformer(nnx.Module):
+class EarlyFusionTransformer(RawTokenModel):
     """A transformer over the concatenated token sequences of all modalities.
 
     Modality m's tokens ``[B, T_m, d_m]`` are embedded as ``W_m x_t + pos(t) + e_m``
@@ -68,14 +64,18 @@ class EarlyFusionTransformer(nnx.Module):
         pad_value: float | None = None,
         rngs: nnx.Rngs,
     ):
-        name = "EarlyFusionTransformer"
-        self.in_dims, self.out_dim = check_dims(in_dims, out_dim, name)
-        check_transformer_sizes(d_model, num_heads, num_layers, mlp_dim, max_len, name)
-        self.pool = check_choice(pool, POOLS, "pool", name)
-        self.max_len = max_len
-        self.pad_value = pad_value
-        self.embed = token_embeddings(
-            self.in_dims, d_model, max_len=max_len, positions=positions, name=name, rngs=rngs
+        super().__init__(
+            in_dims,
+            out_dim,
+            d_model=d_model,
+            num_heads=num_heads,
+            num_layers=num_layers,
+            mlp_dim=mlp_dim,
+            pool=pool,
+            max_len=max_len,
+            positions=positions,
+            pad_value=pad_value,
+            rngs=rngs,
         )
         self.modality_embedding = nnx.Param(EMBED_INIT(rngs.params(), (len(self.in_dims), d_model)))
         if pool == "cls":
@@ -100,23 +100,13 @@ class EarlyFusionTransformer(nnx.Module):
         Returns:
           ``[B, C]``.
         """
-        tokens, valid = check_tokens(
-            xs,
-            masks,
-            self.in_dims,
-            self.max_len,
-            "EarlyFusionTransformer",
-            pad_value=self.pad_value,
-        )
+        seqs, valid = self.embed_tokens(xs, masks)  # M x [B, T_m, D], M x [B, T_m]
         modality = self.modality_embedding[...]  # [M, D]
-        seqs = [
-            embed(x, keep) + jnp.reshape(modality[m], (1, 1, -1))
-            for m, (embed, x, keep) in enumerate(zip(self.embed, tokens, valid, strict=True))
-        ]  # M x [B, T_m, D]
-        batch = tokens[0].shape[0]
+        seqs = [s + jnp.reshape(modality[m], (1, 1, -1)) for m, s in enumerate(seqs)]
+        batch = seqs[0].shape[0]
         if self.pool == "cls":
             seqs.insert(0, broadcast_token(self.cls_token[...], batch))  # [B, 1, D]
-            valid = (jnp.ones((batch, 1), bool), *valid)
+            valid.insert(0, jnp.ones((batch, 1), bool))
         x = jnp.concatenate(seqs, axis=1)  # [B, T, D], T = Σ T_m (+ 1)
         mask = jnp.concatenate(valid, axis=1)  # [B, T]
         for block in self.blocks:

@@ -6,11 +6,14 @@ Masks are boolean ``[B, T]`` with True for real tokens and False for padding.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from mmfuse.fusion._core import check_choice, check_positive
+from mmfuse.fusion._core import check_choice, check_dims, check_positive
+from mmfuse.models._checks import check_tokens
 
 POSITIONS = ("learned", "sinusoidal")
 POOLS = ("mean", "cls")
@@ -114,6 +117,53 @@ def token_embeddings(
             for d in in_dims
         ]
     )
+
+
+class RawTokenModel(nnx.Module):
+    """What the raw-modality transformers share: checked sizes, one token embedding per
+    modality, the pooling choice, and the checks of raw inputs and masks.
+
+    Subclasses build their blocks after ``super().__init__`` and start their call with
+    ``embed_tokens``. Errors name the subclass.
+    """
+
+    def __init__(
+        self,
+        in_dims: Sequence[int],
+        out_dim: int,
+        *,
+        d_model: int,
+        num_heads: int,
+        num_layers: int,
+        mlp_dim: int,
+        pool: str,
+        max_len: int,
+        positions: str,
+        pad_value: float | None,
+        rngs: nnx.Rngs,
+    ):
+        name = type(self).__name__
+        self.in_dims, self.out_dim = check_dims(in_dims, out_dim, name)
+        check_transformer_sizes(d_model, num_heads, num_layers, mlp_dim, max_len, name)
+        self.pool = check_choice(pool, POOLS, "pool", name)
+        self.max_len = max_len
+        self.pad_value = pad_value
+        self.embed = token_embeddings(
+            self.in_dims, d_model, max_len=max_len, positions=positions, name=name, rngs=rngs
+        )
+
+    def embed_tokens(
+        self,
+        xs: Sequence[jax.typing.ArrayLike],
+        masks: Sequence[jax.typing.ArrayLike | None] | None,
+    ) -> tuple[list[jax.Array], list[jax.Array]]:
+        """M raw arrays ``[B, T_m, d_m]`` (or ``[B, d_m]``) and their masks -> the embedded
+        sequences ``M x [B, T_m, D]`` and which tokens are real ``M x [B, T_m]``."""
+        tokens, valid = check_tokens(
+            xs, masks, self.in_dims, self.max_len, type(self).__name__, pad_value=self.pad_value
+        )
+        seqs = [embed(x, keep) for embed, x, keep in zip(self.embed, tokens, valid, strict=True)]
+        return seqs, list(valid)
 
 
 class SelfAttention(nnx.Module):
