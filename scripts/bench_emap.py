@@ -24,7 +24,7 @@ The ways to compute a model's EMAP at N paired examples that are timed:
   row) once, the rest of the head on the N² cross pairs, jitted;
 - ``mmfuse_fused`` (mlp head; on a GPU, or with ``--fused on``):
   ``emap_model(..., kernel="pallas")``, the pair pass as one Pallas kernel that keeps
-  every pair's activations on chip. ``--fused-tiles COLSxROWSxWARPS ...`` times more
+  every pair's activations on chip. ``--fused-tiles COLSxROWSxWARPS[xCHUNK] ...`` times more
   tilings of the kernel (``mmfuse_fused_COLSxROWSxWARPS``); the first is
   ``mmfuse_fused``.
 
@@ -161,18 +161,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--fused-tiles",
         nargs="+",
         default=["64x2x8"],
-        help="the fused kernel's tilings to time, COLSxROWSxWARPS (columns per tile, rows "
-        "per step, Triton warps); the first is reported as mmfuse_fused",
+        help="the fused kernel's tilings to time, COLSxROWSxWARPS[xCHUNK] (columns per tile, "
+        "rows per step, Triton warps, hidden units per slice); the first is reported as "
+        "mmfuse_fused",
     )
 
 
 def parse_tile(text: str) -> dict[str, int]:
-    """``"64x2x8"`` -> the ``kernel_options`` of that tiling."""
+    """``"64x2x8"`` (or ``"64x2x8x128"``) -> the ``kernel_options`` of that tiling."""
     try:
-        cols, rows, warps = (int(part) for part in text.lower().split("x"))
+        cols, rows, warps, *chunk = (int(part) for part in text.lower().split("x"))
+        if len(chunk) > 1:
+            raise ValueError(text)
     except ValueError:
-        raise SystemExit(f"--fused-tiles: {text!r} is not COLSxROWSxWARPS, e.g. 64x2x8") from None
-    return {"block_cols": cols, "rows_per_step": rows, "num_warps": warps}
+        raise SystemExit(
+            f"--fused-tiles: {text!r} is not COLSxROWSxWARPS[xCHUNK], e.g. 64x2x8"
+        ) from None
+    options = {"block_cols": cols, "rows_per_step": rows, "num_warps": warps}
+    return options | ({"hidden_chunk": chunk[0]} if chunk else {})
 
 
 def reference_emap(row: Callable, params: Any, a: jax.Array, b: jax.Array) -> np.ndarray:

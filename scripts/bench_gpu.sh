@@ -32,7 +32,7 @@ run() {  # run BENCHMARK RECORD_NAME BUDGET_SECONDS [ARGS...]
 }
 run memory memory 30
 run emap emap-tiles 60 --heads mlp --dtypes bfloat16 --n 32768 --skip-reference \
-  --repeats 3 --fused-tiles 64x2x8 64x1x4 128x1x8 32x4x8 128x2x8
+  --repeats 3 --fused-tiles 64x2x8 64x1x4 128x1x8x32 64x2x8x128 128x2x8
 run emap emap 170 --repeats 3
 run fusion fusion 220 --repeats 5
 exit $status

@@ -35,6 +35,9 @@ DEFAULT_ROWS_PER_STEP = 2
 # 8 warps for the default [128, H] @ [H, H'] step: a [128, 256] float32 accumulator is
 # 128 registers per thread, where 4 warps would need 256 and spill.
 DEFAULT_NUM_WARPS = 8
+# The last hidden layer in slices of this many units: a 256 x 256 float32 weight alone
+# (256 KB) would exceed an H100's 227 KB of shared memory.
+DEFAULT_HIDDEN_CHUNK = 64
 # Programs to aim for when choosing rows per program: a few per SM of a large GPU.
 TARGET_PROGRAMS = 256
 # Triton's dot needs every side to be at least 16.
@@ -69,6 +72,7 @@ def _kernel(
     block_cols: int,
     rows_per_step: int,
     num_col_blocks: int,
+    hidden_chunk: int | None,
     compute_dtype: Any,
 ):
     """One program: its ``block_rows`` rows against every column, a tile at a time.
@@ -83,14 +87,34 @@ def _kernel(
     bad_out[...] = jnp.zeros(bad_out.shape, jnp.float32)
     shift = shift_ref[...]  # [Cp]
 
+    def dense(x: jax.Array, kernel: jax.Array) -> jax.Array:
+        return jnp.dot(x.astype(compute_dtype), kernel, preferred_element_type=jnp.float32)
+
     def head(x: jax.Array) -> jax.Array:  # [P, H] pairs' pre-activations -> [P, Cp] outputs
-        for layer, act in enumerate(activations):
-            if act is not None:
-                x = act(x)
-            kernel, bias = layer_refs[2 * layer][...], layer_refs[2 * layer + 1][...]
-            x = jnp.dot(x.astype(compute_dtype), kernel, preferred_element_type=jnp.float32)
-            x = x + bias[None, :]  # [P, H_next]
-        return x
+        last = num_layers - 1
+        chunked = hidden_chunk is not None and num_layers >= 2
+        for layer in range(last - 1 if chunked else last + 1):
+            if activations[layer] is not None:
+                x = activations[layer](x)
+            x = dense(x, layer_refs[2 * layer][...]) + layer_refs[2 * layer + 1][...][None, :]
+        if not chunked:
+            return x
+        # The last hidden layer and the output layer, a slice of the hidden units at a
+        # time: each slice's weights ([H, h] and [h, Cp]) and activations ([P, h]) are
+        # what must fit on chip, not the whole [H, H'] weight.
+        hidden = last - 1
+        if activations[hidden] is not None:
+            x = activations[hidden](x)
+        w_hidden, b_hidden = layer_refs[2 * hidden], layer_refs[2 * hidden + 1]
+        w_out, b_out = layer_refs[2 * last], layer_refs[2 * last + 1]
+        out = jnp.zeros((x.shape[0], w_out.shape[1]), jnp.float32)  # [P, Cp]
+        for start in range(0, w_hidden.shape[1], hidden_chunk):
+            units = pl.ds(start, hidden_chunk)
+            y = dense(x, w_hidden[:, units]) + b_hidden[units][None, :]  # [P, h]
+            if activations[last] is not None:
+                y = activations[last](y)
+            out = out + dense(y, w_out[units, :])
+        return out + b_out[...][None, :]
 
     def column_block(jt, carry):
         start = pl.multiple_of(jt * block_cols, block_cols)
@@ -133,6 +157,7 @@ def fused_pair_sums(
     block_rows: int | None = None,
     block_cols: int = DEFAULT_BLOCK_COLS,
     rows_per_step: int = DEFAULT_ROWS_PER_STEP,
+    hidden_chunk: int | None = DEFAULT_HIDDEN_CHUNK,
     num_warps: int | None = DEFAULT_NUM_WARPS,
     num_stages: int | None = None,
     interpret: bool | None = None,
@@ -155,6 +180,9 @@ def fused_pair_sums(
       block_cols: columns per tile, a power of two.
       rows_per_step: rows paired with a tile at once, a power of two; each matmul
         has ``rows_per_step · block_cols`` ≥ 16 rows.
+      hidden_chunk: the last hidden layer's units computed at a time, a power of two
+        (``None``: all at once); with two or more layers, only ``[H, h]`` and
+        ``[h, C]`` slices of the last two weights need to be on chip at once.
       num_warps, num_stages: Triton's launch parameters (GPU only).
       interpret: run the kernel with the Pallas interpreter (default: off a GPU).
 
@@ -164,7 +192,10 @@ def fused_pair_sums(
     """
     num_rows, num_cols = u.shape[0], v.shape[0]
     num_outputs = shift.shape[0]
-    for label, value in (("block_cols", block_cols), ("rows_per_step", rows_per_step)):
+    tiles = [("block_cols", block_cols), ("rows_per_step", rows_per_step)]
+    if hidden_chunk is not None:
+        tiles.append(("hidden_chunk", hidden_chunk))
+    for label, value in tiles:
         if value < 1 or value & (value - 1):
             raise ValueError(f"emap_model: {label} must be a power of two, got {value}")
     if rows_per_step * block_cols < MIN_DOT_SIDE:
@@ -198,6 +229,8 @@ def fused_pair_sums(
     col_valid = (jnp.arange(cols_pad) < num_cols).astype(f32)
     shift_pad = _pad_to(shift.astype(f32), (padded[-1],))
 
+    if hidden_chunk is not None and len(layers) >= 2:
+        hidden_chunk = min(hidden_chunk, padded[-2])  # [-2]: the last hidden width
     num_programs = rows_pad // block_rows
     whole = lambda a: pl.BlockSpec(a.shape, lambda p: (0,) * a.ndim)  # noqa: E731
     in_specs = [
@@ -225,6 +258,7 @@ def fused_pair_sums(
         block_cols=block_cols,
         rows_per_step=rows_per_step,
         num_col_blocks=cols_pad // block_cols,
+        hidden_chunk=hidden_chunk,
         compute_dtype=compute_dtype,
     )
     rows, col_partials, bad = pl.pallas_call(

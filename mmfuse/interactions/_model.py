@@ -19,7 +19,7 @@ from mmfuse.models import PureModel, as_pure
 
 Model = nnx.Module | PureModel
 KERNELS = ("xla", "pallas")
-KERNEL_OPTIONS = ("block_cols", "rows_per_step", "num_warps", "num_stages")
+KERNEL_OPTIONS = ("block_cols", "rows_per_step", "hidden_chunk", "num_warps", "num_stages")
 
 
 def _module(model: Model) -> nnx.Module:
@@ -137,8 +137,9 @@ def emap_model(
         (see ``model_fn``).
       kernel_options: with ``kernel="pallas"``, the kernel's tiling and launch
         parameters: ``block_cols`` (columns per tile, default 64), ``rows_per_step``
-        (rows paired with a tile at once, default 2), ``num_warps`` (default 8),
-        ``num_stages``.
+        (rows paired with a tile at once, default 2), ``hidden_chunk`` (the last
+        hidden layer's units computed at a time, default 64; ``None``: all),
+        ``num_warps`` (default 8), ``num_stages``.
 
     Returns:
       ``[N, C]`` projected outputs, or the ``EmapDecomposition``.

@@ -15,7 +15,7 @@ def test_bench_emap_quick_methods_agree(tmp_path):
     command = [sys.executable, str(REPO / "scripts" / "bench.py"), "emap", "--quick"]
     command += ["--n", "32", "48", "--width", "16", "--hidden", "32", "--repeats", "1"]
     command += ["--tensor-dim", "6", "--tensor-out", "16", "--out", str(out)]
-    command += ["--fused-tiles", "64x2x8", "16x1x4"]
+    command += ["--fused-tiles", "64x2x8", "16x1x4x16"]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     record = json.loads(out.read_text())
@@ -32,7 +32,7 @@ def test_bench_emap_quick_methods_agree(tmp_path):
         methods = result["methods"]
         want = {"reference", "mmfuse_full", "mmfuse_factorized"}
         if result["head"] == "mlp":  # the fused kernel, in the interpreter, in two tilings
-            want |= {"mmfuse_fused", "mmfuse_fused_16x1x4"}
+            want |= {"mmfuse_fused", "mmfuse_fused_16x1x4x16"}
         assert set(methods) == want
         tolerance = 1e-4 if result["dtype"] == "float32" else 2e-2
         assert all(d <= tolerance for d in result["max_relative_difference"].values())

@@ -100,9 +100,16 @@ def test_fused_kernel_equals_the_blocked_pass_and_the_whole_model(head, activati
     assert np.max(np.abs(want.residual)) > 1e-2
 
 
-@pytest.mark.parametrize(("block_cols", "rows_per_step", "block_rows"), [(16, 1, 8), (8, 4, 12)])
-def test_fused_kernel_tiles(block_cols, rows_per_step, block_rows):
-    model, xs = early_fusion(hidden=(20,), out=2), inputs(3, 29, (7, 3))
+@pytest.mark.parametrize(
+    ("hidden", "block_cols", "rows_per_step", "block_rows", "hidden_chunk"),
+    [
+        ((20,), 16, 1, 8, 16),  # one layer after the split: nothing to slice
+        ((20, 40), 8, 4, 12, 16),  # the 40 (64 padded) hidden units in 4 slices
+        ((20, 40), 16, 2, 4, None),  # all at once
+    ],
+)
+def test_fused_kernel_tiles(hidden, block_cols, rows_per_step, block_rows, hidden_chunk):
+    model, xs = early_fusion(hidden=hidden, out=2), inputs(3, 29, (7, 3))
     fn, us = interactions.model_fn(model, xs)
     split = split_mlp(model)
     shift = jnp.array([0.25, -0.5])
@@ -114,6 +121,7 @@ def test_fused_kernel_tiles(block_cols, rows_per_step, block_rows):
         block_rows=block_rows,
         block_cols=block_cols,
         rows_per_step=rows_per_step,
+        hidden_chunk=hidden_chunk,
     )
     # the brute-force grid F[i, j] = f(u_i, v_j)
     grid = jax.vmap(lambda u: fn((jnp.broadcast_to(u, us[1].shape), us[1])))(us[0])
@@ -189,6 +197,8 @@ def test_errors_name_the_problem():
         interactions.emap_model(model, xs, kernel="pallas", block_size=3)
     with pytest.raises(ValueError, match="block_cols must be a power of two, got 24"):
         interactions.emap_model(model, xs, kernel="pallas", kernel_options={"block_cols": 24})
+    with pytest.raises(ValueError, match="hidden_chunk must be a power of two, got 48"):
+        interactions.emap_model(model, xs, kernel="pallas", kernel_options={"hidden_chunk": 48})
     with pytest.raises(ValueError, match=r"unknown kernel_options \['tile'\]"):
         interactions.emap_model(model, xs, kernel="pallas", kernel_options={"tile": 8})
     with pytest.raises(ValueError, match="kernel_options are for kernel='pallas'"):
