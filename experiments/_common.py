@@ -348,13 +348,14 @@ def fit_arguments(
     seed: int,
     objective: tuple[Any, Any] | None = None,
 ) -> tuple[Any, dict[str, Any]]:
-    """``(loss_fn, fit_kwargs)`` of ``mmfuse.train.fit`` for ``model`` on ``task``.
+    """``(loss_fn, fit_kwargs)`` of ``mmfuse.train.fit`` for ``model`` on ``task``:
+    ``train.fit(model, loss_fn, train_data=..., workdir=..., **fit_kwargs)``.
 
     Reads the config's ``optim`` and ``train`` sections (num_steps, batch_size,
     eval_every, checkpoint_every, log_every, patience) and, if present, ``mesh``
     (``shape``, ``axes``, ``param_axis``: train on a device mesh; an empty shape trains
-    on the default device); ``fit_kwargs`` holds every keyword argument but the
-    workdir, the optimizer included. ``objective`` replaces ``make_objective``'s
+    on the default device); ``fit_kwargs`` holds every argument but the training
+    data and the workdir, the optimizer included. ``objective`` replaces ``make_objective``'s
     ``(loss_fn, evaluate)``.
     """
     steps = config.train.num_steps

@@ -91,12 +91,10 @@ def _train_row(row, config, task, seed, run_dir, linear: nnx.Module | None):
     if row["name"] == PLUS_LINEAR:
         model = PlusFixedModel(linear, model)
     loss_fn, kwargs = _common.fit_arguments(config, task, model, seed=seed)
-    optimizer = kwargs.pop("optimizer")
     return train.fit(
         model,
         loss_fn,
-        optimizer,
-        task.splits["train"],
+        train_data=task.splits["train"],
         workdir=run_dir,
         description=f"{task.name} {row['name']} seed{seed}",
         **kwargs,

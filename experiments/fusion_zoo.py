@@ -153,12 +153,10 @@ def fit_model(
     """Builds one model of the zoo and fits it; a finished run is restored, not retrained."""
     module = _common.model_from_config(model_config(config, model), task, seed)
     loss_fn, fit_kwargs = _common.fit_arguments(config, task, module, seed=seed)
-    optimizer = fit_kwargs.pop("optimizer")
     result = train.fit(
         module,
         loss_fn,
-        optimizer,
-        task.splits["train"],
+        train_data=task.splits["train"],
         workdir=run_dir,
         description=f"{task.name} {model.spec} seed {seed}",
         **fit_kwargs,

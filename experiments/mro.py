@@ -77,12 +77,10 @@ def train_run(config, task: _common.Task, seed: int, run_dir: pathlib.Path) -> d
     loss_fn, fit_kwargs = _common.fit_arguments(
         config, task, model, seed=seed, objective=objective_fns
     )
-    optimizer = fit_kwargs.pop("optimizer")
     result = train.fit(
         model,
         loss_fn,
-        optimizer,
-        task.splits["train"],
+        train_data=task.splits["train"],
         workdir=run_dir,
         description=f"{task.name} mro seed{seed}",
         **fit_kwargs,

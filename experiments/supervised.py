@@ -29,9 +29,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     workdir = pathlib.Path(workdir)
     train.prepare_workdir(workdir, config.to_dict(), resume=config.resume, ignore=("resume",))
     task, model, loss_fn, fit_kwargs = run_config(config)
-    optimizer = fit_kwargs.pop("optimizer")
     result = train.fit(
-        model, loss_fn, optimizer, task.splits["train"], workdir=workdir, **fit_kwargs
+        model, loss_fn, train_data=task.splits["train"], workdir=workdir, **fit_kwargs
     )
     if result.step_seconds is not None:
         train.MetricWriter(workdir / "metrics.jsonl", resume_step=result.step).write(

@@ -71,6 +71,21 @@ def check_positive_int(value: Any, option: str, name: str, minimum: int = 1) -> 
     return int(value)
 
 
+def check_mode(
+    block_size: Any, num_samples: Any, key: Any, name: str
+) -> tuple[int | None, int | None]:
+    """``block_size`` and ``num_samples`` checked; ``key`` goes with ``num_samples`` only."""
+    if block_size is not None:
+        block_size = check_positive_int(block_size, "block_size", name)
+    if num_samples is not None:
+        num_samples = check_positive_int(num_samples, "num_samples", name, minimum=2)
+        if key is None:
+            raise ValueError(f"{name}: num_samples={num_samples} needs a PRNG key (key=...)")
+    elif key is not None:
+        raise ValueError(f"{name}: key is only used in Monte-Carlo mode; pass num_samples too")
+    return block_size, num_samples
+
+
 def output_spec(fn: ModelFn, xs: tuple[jax.Array, ...], name: str) -> jax.ShapeDtypeStruct:
     """The abstract output of ``fn`` on the paired inputs, checked to be ``[N, ...]``."""
     specs = tuple(jax.ShapeDtypeStruct(x.shape, x.dtype) for x in xs)

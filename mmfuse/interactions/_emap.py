@@ -34,7 +34,7 @@ from mmfuse.interactions._checks import (
     accumulation_dtype,
     call_flat,
     check_inputs,
-    check_positive_int,
+    check_mode,
     elements_per_example,
     output_spec,
 )
@@ -171,14 +171,7 @@ def decompose(
     """``emap_decompose``, with exact mode's pass over the pairs optionally replaced."""
     xs = check_inputs(inputs, name)
     num_modalities, n = len(xs), xs[0].shape[0]
-    if block_size is not None:
-        block_size = check_positive_int(block_size, "block_size", name)
-    if num_samples is not None:
-        num_samples = check_positive_int(num_samples, "num_samples", name, minimum=2)
-        if key is None:
-            raise ValueError(f"{name}: num_samples={num_samples} needs a PRNG key (key=...)")
-    elif key is not None:
-        raise ValueError(f"{name}: key is only used in Monte-Carlo mode; pass num_samples too")
+    block_size, num_samples = check_mode(block_size, num_samples, key, name)
 
     # rows are indexed in int32: N^(M-1) plus at most one block of N^(M-1) rows of padding
     if num_samples is None and 2 * n ** (num_modalities - 1) > MAX_INDEX:

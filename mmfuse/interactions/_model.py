@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -13,8 +13,7 @@ from mmfuse.interactions import _emap
 from mmfuse.interactions._checks import ModelFn, check_inputs, elements_per_example
 from mmfuse.interactions._emap import EmapDecomposition
 from mmfuse.interactions._mlp_head import SplitMLP, split_mlp
-from mmfuse.interactions._mlp_kernel import fused_pair_sums
-from mmfuse.interactions._tensor_head import tensor_head
+from mmfuse.interactions._tensor_head import TensorHead, tensor_head
 from mmfuse.models import PureModel, as_pure
 
 Model = nnx.Module | PureModel
@@ -22,16 +21,23 @@ KERNELS = ("xla", "pallas")
 KERNEL_OPTIONS = ("block_cols", "rows_per_step", "hidden_chunk", "num_warps", "num_stages")
 
 
-def _module(model: Model) -> nnx.Module:
+class _View(NamedTuple):
+    """What EMAP needs to know about a model, worked out once per call."""
+
+    pure: PureModel
+    module: nnx.Module
+    split: SplitMLP | None  # an early-fusion MLP head, split at its first layer
+    tensor: TensorHead | None  # tensor fusion and the head after it
+
+
+def _view(model: Model, compute_dtype: Any) -> _View:
     if isinstance(model, PureModel):
-        return nnx.merge(model.graphdef, model.params)
-    return model
-
-
-def _split_view(model: Model) -> tuple[PureModel, SplitMLP | None]:
-    """The model's pure view and, for an early-fusion MLP head, its split form."""
-    pure = model if isinstance(model, PureModel) else as_pure(model)
-    return pure, split_mlp(_module(model))
+        pure, module = model, nnx.merge(model.graphdef, model.params)
+    else:
+        pure, module = as_pure(model), model
+    split = split_mlp(module)
+    tensor = None if split is not None else tensor_head(module, compute_dtype)
+    return _View(pure, module, split, tensor)
 
 
 def model_fn(
@@ -72,17 +78,23 @@ def model_fn(
         tensor fusion.
     """
     xs = check_inputs(inputs, "emap_model")
-    pure, split = _split_view(model)
-    if split is not None:
-        us = split.parts(pure.encode(pure.params, xs), compute_dtype)  # M x [N, H]
-        return split.head(compute_dtype), us
-    tensor = tensor_head(_module(model), compute_dtype)
-    if tensor is not None:
-        return tensor.pairs, tuple(pure.encode(pure.params, xs))
+    return _fn_and_inputs(_view(model, compute_dtype), xs, compute_dtype)
+
+
+def _fn_and_inputs(
+    view: _View, xs: tuple[jax.Array, ...], compute_dtype: Any
+) -> tuple[ModelFn, tuple[jax.Array, ...]]:
+    """``model_fn`` on a model's ``_View``."""
+    pure = view.pure
+    if view.split is not None:
+        us = view.split.parts(pure.encode(pure.params, xs), compute_dtype)  # M x [N, H]
+        return view.split.head(compute_dtype), us
+    if view.tensor is not None:
+        return view.tensor.pairs, tuple(pure.encode(pure.params, xs))
     if compute_dtype is not None:
         raise ValueError(
             "emap_model: compute_dtype applies to MLP heads on the concatenated encodings "
-            f'("nonlinear" fusion) and to tensor fusion; {_describe(model)} has neither'
+            f'("nonlinear" fusion) and to tensor fusion; {_describe(view.module)} has neither'
         )
     if pure.factorizes:
         hs = pure.encode(pure.params, xs)  # M x [N, e_m]
@@ -90,9 +102,8 @@ def model_fn(
     return functools.partial(pure.apply, pure.params), xs
 
 
-def _describe(model: Model) -> str:
-    """``FusionModel with fusion TensorFusion`` or the class name."""
-    module = _module(model)
+def _describe(module: nnx.Module) -> str:
+    """``this FusionModel (fusion TensorFusion)`` or the class name."""
     fusion = getattr(module, "fusion", None)
     name = type(module).__name__
     return name if fusion is None else f"this {name} (fusion {type(fusion).__name__})"
@@ -154,26 +165,24 @@ def emap_model(
     """
     if kernel not in KERNELS:
         raise ValueError(f"emap_model: kernel={kernel!r} is not one of {KERNELS}")
-    fn, xs = model_fn(model, inputs, compute_dtype=compute_dtype)
+    view = _view(model, compute_dtype)
+    fn, xs = _fn_and_inputs(view, check_inputs(inputs, "emap_model"), compute_dtype)
     pair_sums = None
     if kernel == "pallas":
         pair_sums = _pallas_pair_sums(
-            model, len(xs), num_samples, compute_dtype, kernel_options or {}
+            view, len(xs), num_samples, compute_dtype, kernel_options or {}
         )
     elif kernel_options:
         raise ValueError("emap_model: kernel_options are for kernel='pallas'")
-    elif num_samples is None:
-        tensor = tensor_head(_module(model), compute_dtype)
-        if tensor is not None:
-            # each row's contraction with the kernel is shared by the row's N pairs
-            fused = tensor.kernel.shape[-1]
-            pair_sums = functools.partial(
-                _emap.blocked_sums,
-                fn,
-                pair_elements=elements_per_example(xs) + 2 * fused,
-                name="emap_model",
-                block_fn=tensor.block,
-            )
+    elif num_samples is None and view.tensor is not None:
+        # each row's contraction with the kernel is shared by the row's N pairs
+        pair_sums = functools.partial(
+            _emap.blocked_sums,
+            fn,
+            pair_elements=elements_per_example(xs) + 2 * view.tensor.kernel.shape[-1],
+            name="emap_model",
+            block_fn=view.tensor.block,
+        )
     result = _emap.decompose(
         fn,
         xs,
@@ -187,19 +196,22 @@ def emap_model(
 
 
 def _pallas_pair_sums(
-    model: Model,
+    view: _View,
     num_modalities: int,
     num_samples: int | None,
     compute_dtype: Any,
     options: dict[str, Any],
 ) -> _emap.PairSums:
     """Exact mode's pass over the pairs as the fused kernel, for a split MLP head."""
-    _, split = _split_view(model)
+    # imported here: `import mmfuse` need not load Pallas
+    from mmfuse.interactions._mlp_kernel import fused_pair_sums
+
+    split = view.split
     advice = "use kernel='xla'"
     if split is None:
         raise ValueError(
             "emap_model: kernel='pallas' fuses MLP heads on the concatenated encodings "
-            f'("nonlinear" fusion); {_describe(model)} has none; {advice}'
+            f'("nonlinear" fusion); {_describe(view.module)} has none; {advice}'
         )
     if num_modalities != 2:
         raise ValueError(

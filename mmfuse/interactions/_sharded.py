@@ -37,7 +37,7 @@ from mmfuse.interactions._checks import (
     accumulation_dtype,
     call_flat,
     check_inputs,
-    check_positive_int,
+    check_mode,
     elements_per_example,
     output_spec,
 )
@@ -134,14 +134,7 @@ def sharded_emap_decompose(
             f"of mesh axes {axes}; pad or trim N to a multiple of {num_devices}"
         )
     local = n // num_devices
-    if block_size is not None:
-        block_size = check_positive_int(block_size, "block_size", name)
-    if num_samples is not None:
-        num_samples = check_positive_int(num_samples, "num_samples", name, minimum=2)
-        if key is None:
-            raise ValueError(f"{name}: num_samples={num_samples} needs a PRNG key (key=...)")
-    elif key is not None:
-        raise ValueError(f"{name}: key is only used in Monte-Carlo mode; pass num_samples too")
+    block_size, num_samples = check_mode(block_size, num_samples, key, name)
     if num_samples is None and 2 * local * n ** (num_modalities - 2) > MAX_INDEX:
         raise ValueError(
             f"{name}: exact EMAP over N^M = {n}^{num_modalities} pairs is too many to index "
