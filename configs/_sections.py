@@ -4,12 +4,15 @@ import ml_collections
 
 
 def model_section() -> ml_collections.ConfigDict:
-    """Widths of the per-modality encoders, the fused representation and the head."""
+    """Widths of the per-modality encoders, the fused representation and the head, and
+    ``compute_dtype``: unset for float32, ``"bfloat16"`` for bf16 matmul operands with
+    float32 accumulation and parameters (mixed precision)."""
     model = ml_collections.ConfigDict()
     model.encoder_hidden = (32,)
     model.encoder_dim = 16
     model.fused_dim = 32
     model.head_hidden = (32,)
+    model.compute_dtype = ml_collections.config_dict.placeholder(str)
     return model
 
 

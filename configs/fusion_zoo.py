@@ -97,6 +97,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.fused_dim = 32
     config.model.head_hidden = (32,)
     config.model.late_combine = "mean"
+    # unset: float32; "bfloat16": bf16 matmul operands, float32 accumulation and parameters
+    config.model.compute_dtype = ml_collections.config_dict.placeholder(str)
     config.model.fusion_options = ml_collections.ConfigDict(FUSION_OPTIONS)
 
     config.optim = optim_section()

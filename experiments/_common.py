@@ -173,10 +173,12 @@ def task_from_config(cfg: ml_collections.ConfigDict, splits: Sequence[str]) -> T
 # --------------------------------------------------------------------------- models
 
 
-def _encoder(shape: Sequence[int], hidden: Sequence[int], width: int, rngs: nnx.Rngs) -> nnx.Module:
+def _encoder(
+    shape: Sequence[int], hidden: Sequence[int], width: int, rngs: nnx.Rngs, compute_dtype: Any
+) -> nnx.Module:
     if len(shape) == 2:  # [T, d]: a recurrent encoder pooled over time
-        return models.SequenceEncoder(shape[-1], width, rngs=rngs)
-    return models.MLP(shape[-1], tuple(hidden), width, rngs=rngs)
+        return models.SequenceEncoder(shape[-1], width, compute_dtype=compute_dtype, rngs=rngs)
+    return models.MLP(shape[-1], tuple(hidden), width, compute_dtype=compute_dtype, rngs=rngs)
 
 
 def build_model(
@@ -192,6 +194,7 @@ def build_model(
     fused_dim: int = 32,
     head_hidden: Sequence[int] = (32,),
     late_combine: str = "mean",
+    compute_dtype: Any = None,
 ) -> nnx.Module:
     """One of the classic fusion stages around ``mmfuse`` operators.
 
@@ -204,26 +207,30 @@ def build_model(
       shapes: per-example shapes of the M modalities, ``(d_m,)`` or ``(T, d_m)``.
       num_outputs: C.
       seed: initialization seed.
+      compute_dtype: the matmul operand dtype of every encoder, operator and head,
+        e.g. ``"bfloat16"`` (float32 accumulation and parameters); None: float32.
     """
     if kind not in MODEL_KINDS:
         raise ValueError(f"model.kind: unknown kind {kind!r}; kinds: {', '.join(MODEL_KINDS)}")
     rngs = nnx.Rngs(seed)
-    options = dict(fusion_options or {})
+    options = {"compute_dtype": compute_dtype, **(fusion_options or {})}
     dims = tuple(s[-1] for s in shapes)
     if kind == "raw":
         if any(len(s) != 1 for s in shapes):
             raise ValueError(f"model.kind='raw' needs vector modalities, got shapes {shapes}")
         return fusion.create(fusion_name, dims, num_outputs, rngs=rngs, **options)
     if kind == "late":
-        predictors = [_encoder(s, encoder_hidden, num_outputs, rngs) for s in shapes]
+        predictors = [_encoder(s, encoder_hidden, num_outputs, rngs, compute_dtype) for s in shapes]
         return models.LateFusion(predictors, combine=late_combine)
-    head = models.MLP(fused_dim, tuple(head_hidden), num_outputs, rngs=rngs)
+    head = models.MLP(
+        fused_dim, tuple(head_hidden), num_outputs, compute_dtype=compute_dtype, rngs=rngs
+    )
     if kind == "early":
         if any(len(s) != 1 for s in shapes):
             raise ValueError(f"model.kind='early' needs vector modalities, got shapes {shapes}")
         op = fusion.create("nonlinear", dims, fused_dim, rngs=rngs, **options)
         return models.FusionModel([None] * len(dims), op, head)
-    encoders = [_encoder(s, encoder_hidden, encoder_dim, rngs) for s in shapes]
+    encoders = [_encoder(s, encoder_hidden, encoder_dim, rngs, compute_dtype) for s in shapes]
     op = fusion.create(fusion_name, (encoder_dim,) * len(dims), fused_dim, rngs=rngs, **options)
     return models.FusionModel(encoders, op, head)
 
@@ -241,6 +248,7 @@ def model_from_config(cfg: ml_collections.ConfigDict, task: Task, seed: int) -> 
         fused_dim=cfg.fused_dim,
         head_hidden=tuple(cfg.head_hidden),
         late_combine=cfg.get("late_combine", "mean"),
+        compute_dtype=cfg.get("compute_dtype"),
     )
 
 

@@ -83,6 +83,7 @@ def _build(row: Mapping[str, Any], config, task: _common.Task, seed: int) -> nnx
         encoder_dim=m.encoder_dim,
         fused_dim=m.fused_dim,
         head_hidden=tuple(m.head_hidden),
+        compute_dtype=m.get("compute_dtype"),
     )
 
 

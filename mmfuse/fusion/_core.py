@@ -6,6 +6,7 @@ Shapes: M modalities, inputs ``xs[m]`` of shape ``[..., d_m]`` whose leading dim
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -164,9 +165,92 @@ def check_inputs(
     return tuple(arrays)
 
 
-def linear(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None) -> jax.Array:
-    """``x @ kernel + bias``: ``x [..., d]``, ``kernel [d, o]``, ``bias [o]`` -> ``[..., o]``."""
-    y = jnp.matmul(x, kernel)  # [..., o]
+def check_compute_dtype(dtype: Any, name: str) -> jnp.dtype | None:
+    """``None`` or a floating dtype (a name such as ``"bfloat16"`` works too) as a ``jnp.dtype``.
+
+    Raises:
+      ValueError: ``dtype`` is not a dtype, or not a real floating one.
+    """
+    if dtype is None:
+        return None
+    try:
+        dtype = jnp.dtype(dtype)
+    except TypeError as error:
+        raise ValueError(
+            f"{name}: compute_dtype={dtype!r} is not a dtype; use e.g. jnp.bfloat16 or None"
+        ) from error
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(
+            f"{name}: compute_dtype must be a floating dtype (e.g. jnp.bfloat16), got {dtype}"
+        )
+    return dtype
+
+
+def matmul(a: jax.Array, b: jax.Array, compute_dtype: Any = None) -> jax.Array:
+    """``a @ b``; with ``compute_dtype``, on operands of that dtype, accumulated in float32.
+
+    The mixed-precision rule of every operator: matmul operands are cast to
+    ``compute_dtype`` (e.g. bfloat16) and products accumulated and returned in
+    float32 (or in ``compute_dtype`` where that is wider); everything between the
+    matmuls (biases, products of projections, norms, gates) stays float32. The
+    backward pass multiplies in ``compute_dtype`` too: the output's cotangent is cast
+    to it, so the gradient matmuls also run on low-precision operands (the gradients
+    come back in the operands' own dtype). With ``compute_dtype=None`` it is
+    ``jnp.matmul(a, b)`` in the operands' own dtype.
+    """
+    if compute_dtype is None:
+        return jnp.matmul(a, b)
+    return _mixed_precision(jnp.matmul, compute_dtype, a, b)
+
+
+def einsum(spec: str, *operands: jax.Array, compute_dtype: Any = None) -> jax.Array:
+    """``jnp.einsum(spec, *operands)`` under the same mixed-precision rule as ``matmul``."""
+    if compute_dtype is None:
+        return jnp.einsum(spec, *operands)
+    return _mixed_precision(functools.partial(jnp.einsum, spec), compute_dtype, *operands)
+
+
+def _mixed_precision(product: Callable[..., jax.Array], dtype: Any, *operands: jax.Array):
+    """``product(*operands)`` (a matmul or einsum) on ``dtype`` operands, see ``matmul``.
+
+    Differentiating through plain casts would leave the backward matmuls with one
+    float32 operand (the cotangent of the float32 product), which XLA then computes
+    in float32; the custom rule casts the cotangent down and differentiates the
+    ``dtype`` product instead. Forward-mode differentiation is not defined for it.
+    """
+    accumulate = jnp.promote_types(dtype, jnp.float32)
+    dtypes = tuple(x.dtype for x in operands)
+
+    @jax.custom_vjp
+    def apply(*xs):
+        return product(*(x.astype(dtype) for x in xs), preferred_element_type=accumulate)
+
+    def forward(*xs):
+        low = tuple(x.astype(dtype) for x in xs)
+        return product(*low, preferred_element_type=accumulate), low
+
+    def backward(low, cotangent):
+        _, pullback = jax.vjp(product, *low)  # a product in dtype, cotangent in dtype
+        grads = pullback(cotangent.astype(dtype))
+        return tuple(g.astype(d) for g, d in zip(grads, dtypes, strict=True))
+
+    apply.defvjp(forward, backward)
+    return apply(*operands)
+
+
+def linear(
+    x: jax.Array,
+    kernel: jax.Array,
+    bias: jax.Array | None = None,
+    *,
+    compute_dtype: Any = None,
+) -> jax.Array:
+    """``x @ kernel + bias``: ``x [..., d]``, ``kernel [d, o]``, ``bias [o]`` -> ``[..., o]``.
+
+    ``compute_dtype``: the matmul's operand dtype (see ``matmul``); the bias is added
+    to the float32 product.
+    """
+    y = matmul(x, kernel, compute_dtype)  # [..., o]
     return y if bias is None else add_bias(y, bias)
 
 
@@ -210,12 +294,23 @@ class FusionOperator(nnx.Module):
 
     A subclass builds its parameters with its pure ``init_*`` function, hands them to
     ``__init__`` (each array becomes an ``nnx.Param`` at the attribute of the same
-    name) and calls its pure apply function with ``self.functional_params()``.
+    name) and calls its pure apply function with ``self.functional_params()`` and
+    ``compute_dtype=self.compute_dtype``.
+
+    Every operator takes ``compute_dtype`` (default None): the dtype of its matmul
+    operands, e.g. ``jnp.bfloat16`` for mixed precision; products accumulate in float32
+    and everything else (biases, elementwise products, norms, gates, the parameters
+    and their gradients) stays float32 (see ``matmul``).
     """
 
-    def __init__(self, in_dims: Sequence[int], out_dim: int, params: Params):
+    def __init__(
+        self, in_dims: Sequence[int], out_dim: int, params: Params, compute_dtype: Any = None
+    ):
         self.in_dims = tuple(in_dims)
         self.out_dim = out_dim
+        self.compute_dtype = check_compute_dtype(
+            compute_dtype, getattr(self, "name", type(self).__name__)
+        )
         self._param_names = tuple(params)
         for key, value in params.items():
             setattr(self, key, _wrap(value))

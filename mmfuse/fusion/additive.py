@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +14,7 @@ from mmfuse.fusion._core import (
     Initializer,
     Params,
     add_bias,
+    check_compute_dtype,
     check_dims,
     check_inputs,
     lecun_normal,
@@ -36,7 +38,9 @@ def init_additive(
     }
 
 
-def additive(params: Params, xs: Sequence[jax.typing.ArrayLike]) -> jax.Array:
+def additive(
+    params: Params, xs: Sequence[jax.typing.ArrayLike], *, compute_dtype: Any = None
+) -> jax.Array:
     """Additive fusion ``z = Σ_m W_m x_m + b``.
 
     Each modality contributes on its own, so the output has no cross-modal
@@ -45,13 +49,19 @@ def additive(params: Params, xs: Sequence[jax.typing.ArrayLike]) -> jax.Array:
     Args:
       params: ``{"kernels": [W_m: [d_m, C]], "bias": [C]}``.
       xs: M arrays ``[..., d_m]`` with shared leading dims.
+      compute_dtype: the matmul operand dtype, e.g. ``jnp.bfloat16`` (float32
+        accumulation); None (default) computes in the inputs' dtype.
 
     Returns:
       ``[..., C]``.
     """
+    compute_dtype = check_compute_dtype(compute_dtype, "additive")
     in_dims = [k.shape[0] for k in params["kernels"]]
     xs = check_inputs(xs, in_dims, "additive")
-    z = sum(linear(x, k) for x, k in zip(xs, params["kernels"], strict=True))  # [..., C]
+    z = sum(
+        linear(x, k, compute_dtype=compute_dtype)
+        for x, k in zip(xs, params["kernels"], strict=True)
+    )  # [..., C]
     return add_bias(z, params["bias"])
 
 
@@ -61,6 +71,7 @@ class AdditiveFusion(FusionOperator):
 
     Options:
       kernel_init: initializer of each ``W_m`` (default LeCun normal over ``d_m``).
+      compute_dtype: matmul operand dtype, e.g. ``jnp.bfloat16`` (see ``FusionOperator``).
     """
 
     def __init__(
@@ -69,13 +80,15 @@ class AdditiveFusion(FusionOperator):
         out_dim: int,
         *,
         kernel_init: Initializer | None = None,
+        compute_dtype: Any = None,
         rngs: nnx.Rngs,
     ):
         super().__init__(
             in_dims,
             out_dim,
             init_additive(rngs.params(), in_dims, out_dim, kernel_init=kernel_init),
+            compute_dtype,
         )
 
     def __call__(self, xs: Sequence[jax.typing.ArrayLike]) -> jax.Array:
-        return additive(self.functional_params(), xs)
+        return additive(self.functional_params(), xs, compute_dtype=self.compute_dtype)

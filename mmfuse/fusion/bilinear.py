@@ -4,6 +4,7 @@ multiplicative-interactions "matrix" form with both linear terms."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -15,11 +16,14 @@ from mmfuse.fusion._core import (
     Params,
     add_bias,
     check_choice,
+    check_compute_dtype,
     check_dims,
     check_inputs,
     check_positive,
+    einsum,
     lecun_normal,
     linear,
+    matmul,
 )
 from mmfuse.fusion._registry import register
 
@@ -85,7 +89,9 @@ def _widths(params: Params) -> tuple[int, int]:
     return params["u"].shape[0], params["v"].shape[0]
 
 
-def bilinear(params: Params, xs: Sequence[jax.typing.ArrayLike]) -> jax.Array:
+def bilinear(
+    params: Params, xs: Sequence[jax.typing.ArrayLike], *, compute_dtype: Any = None
+) -> jax.Array:
     """Bilinear fusion of two modalities: ``z_k = x_Aᵀ W_k x_B [+ U_kᵀ x_A + V_kᵀ x_B] + b_k``.
 
     Every output is a full bilinear form in the two inputs, so every pairwise product
@@ -98,6 +104,8 @@ def bilinear(params: Params, xs: Sequence[jax.typing.ArrayLike]) -> jax.Array:
     Args:
       params: see ``init_bilinear``.
       xs: two arrays ``[..., d_A]``, ``[..., d_B]`` with shared leading dims.
+      compute_dtype: the matmul operand dtype, e.g. ``jnp.bfloat16`` (float32
+        accumulation); None (default) computes in the inputs' dtype.
 
     Returns:
       ``[..., C]``.
@@ -108,24 +116,31 @@ def bilinear(params: Params, xs: Sequence[jax.typing.ArrayLike]) -> jax.Array:
       Yu et al., "Multi-modal Factorized Bilinear Pooling" (MFB), ICCV 2017;
       Jayakumar et al., "Multiplicative Interactions and Where to Find Them", ICLR 2020.
     """
+    cd = check_compute_dtype(compute_dtype, "bilinear")
     x_a, x_b = check_inputs(xs, _widths(params), "bilinear")
     if "kernel" in params:
         # x_A first, with the kernel viewed as [d_A, d_B·C]: a plain matmul that never
         # transposes (copies) the kernel, then the batched contraction with x_B.
         kernel = params["kernel"]
         d_a, d_b, out = kernel.shape
-        h = x_a @ kernel.reshape(d_a, d_b * out)  # [..., d_B·C]
+        h = matmul(x_a, kernel.reshape(d_a, d_b * out), cd)  # [..., d_B·C]
         h = h.reshape(*h.shape[:-1], d_b, out)  # [..., d_B, C]
-        z = jnp.einsum("...b,...bk->...k", x_b, h)  # [..., C]
+        z = einsum("...b,...bk->...k", x_b, h, compute_dtype=cd)  # [..., C]
     elif "p" in params:
-        h = linear(x_a, params["u"]) * linear(x_b, params["v"])  # [..., r]
-        z = linear(h, params["p"])  # [..., C]
+        h = linear(x_a, params["u"], compute_dtype=cd) * linear(
+            x_b, params["v"], compute_dtype=cd
+        )  # [..., r]
+        z = linear(h, params["p"], compute_dtype=cd)  # [..., C]
     else:
-        h_a = jnp.einsum("...a,akr->...kr", x_a, params["u"])  # [..., C, r]
-        h_b = jnp.einsum("...b,bkr->...kr", x_b, params["v"])  # [..., C, r]
+        h_a = einsum("...a,akr->...kr", x_a, params["u"], compute_dtype=cd)  # [..., C, r]
+        h_b = einsum("...b,bkr->...kr", x_b, params["v"], compute_dtype=cd)  # [..., C, r]
         z = jnp.sum(h_a * h_b, axis=-1)  # [..., C]
     if "linear_a" in params:
-        z = z + linear(x_a, params["linear_a"]) + linear(x_b, params["linear_b"])
+        z = (
+            z
+            + linear(x_a, params["linear_a"], compute_dtype=cd)
+            + linear(x_b, params["linear_b"], compute_dtype=cd)
+        )
     return add_bias(z, params["bias"])
 
 
@@ -149,6 +164,7 @@ class BilinearFusion(FusionOperator):
         (one shared rank-r Hadamard basis and an output projection).
       linear_terms: add ``U x_A + V x_B`` (the multiplicative-interactions matrix form).
       kernel_init: initializer of every kernel (default: variance-preserving normal).
+      compute_dtype: matmul operand dtype, e.g. ``jnp.bfloat16`` (see ``FusionOperator``).
     """
 
     def __init__(
@@ -160,6 +176,7 @@ class BilinearFusion(FusionOperator):
         factorization: str = "mfb",
         linear_terms: bool = False,
         kernel_init: Initializer | None = None,
+        compute_dtype: Any = None,
         rngs: nnx.Rngs,
     ):
         params = init_bilinear(
@@ -171,7 +188,7 @@ class BilinearFusion(FusionOperator):
             linear_terms=linear_terms,
             kernel_init=kernel_init,
         )
-        super().__init__(in_dims, out_dim, params)
+        super().__init__(in_dims, out_dim, params, compute_dtype)
 
     def __call__(self, xs: Sequence[jax.typing.ArrayLike]) -> jax.Array:
-        return bilinear(self.functional_params(), xs)
+        return bilinear(self.functional_params(), xs, compute_dtype=self.compute_dtype)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +16,7 @@ from mmfuse.fusion._core import (
     Initializer,
     Params,
     add_bias,
+    check_compute_dtype,
     check_dims,
     check_inputs,
     lecun_normal,
@@ -59,7 +61,11 @@ def init_film(
 
 
 def film(
-    params: Params, xs: Sequence[jax.typing.ArrayLike], *, gamma_offset: float = 1.0
+    params: Params,
+    xs: Sequence[jax.typing.ArrayLike],
+    *,
+    gamma_offset: float = 1.0,
+    compute_dtype: Any = None,
 ) -> jax.Array:
     """Feature-wise linear modulation ``z = γ(c) ⊙ x + β(c)``.
 
@@ -76,6 +82,8 @@ def film(
       params: as returned by ``init_film``.
       xs: M ≥ 2 arrays ``[..., d_m]`` with shared leading dims; ``xs[0]`` is modulated.
       gamma_offset: the constant added to the learned ``Δγ`` (FiLM's "predict Δγ").
+      compute_dtype: the matmul operand dtype, e.g. ``jnp.bfloat16`` (float32
+        accumulation); None (default) computes in the inputs' dtype.
 
     Returns:
       ``[..., C]``.
@@ -84,19 +92,22 @@ def film(
       Perez et al., "FiLM: Visual Reasoning with a General Conditioning Layer",
       AAAI 2018.
     """
+    cd = check_compute_dtype(compute_dtype, "film")
     in_dims = [params["gamma_bias"].shape[0], *(k.shape[0] for k in params["gamma_kernels"])]
     xs = check_inputs(xs, in_dims, "film")
     x, conditioning = xs[0], xs[1:]
     delta_gamma = sum(
-        linear(c, k) for c, k in zip(conditioning, params["gamma_kernels"], strict=True)
+        linear(c, k, compute_dtype=cd)
+        for c, k in zip(conditioning, params["gamma_kernels"], strict=True)
     )  # [..., d_0]
     shift = sum(
-        linear(c, k) for c, k in zip(conditioning, params["beta_kernels"], strict=True)
+        linear(c, k, compute_dtype=cd)
+        for c, k in zip(conditioning, params["beta_kernels"], strict=True)
     )  # [..., d_0]
     gamma = add_bias(delta_gamma, params["gamma_bias"]) + gamma_offset
     z = gamma * x + add_bias(shift, params["beta_bias"])  # [..., d_0]
     if "out_kernel" in params:
-        z = linear(z, params["out_kernel"], params["out_bias"])  # [..., C]
+        z = linear(z, params["out_kernel"], params["out_bias"], compute_dtype=cd)  # [..., C]
     return z
 
 
@@ -112,6 +123,7 @@ class FilmFusion(FusionOperator):
         starts centred on the identity).
       kernel_init: initializer of the conditioning kernels ``W_γ``, ``W_β`` (each drawn
         whole over ``Σ_{m≥1} d_m`` rows) and of the output kernel (default LeCun normal).
+      compute_dtype: matmul operand dtype, e.g. ``jnp.bfloat16`` (see ``FusionOperator``).
     """
 
     def __init__(
@@ -121,6 +133,7 @@ class FilmFusion(FusionOperator):
         *,
         gamma_offset: float = 1.0,
         kernel_init: Initializer | None = None,
+        compute_dtype: Any = None,
         rngs: nnx.Rngs,
     ):
         if (
@@ -131,8 +144,16 @@ class FilmFusion(FusionOperator):
             raise ValueError(f"film: gamma_offset must be a finite number, got {gamma_offset!r}")
         self.gamma_offset = float(gamma_offset)
         super().__init__(
-            in_dims, out_dim, init_film(rngs.params(), in_dims, out_dim, kernel_init=kernel_init)
+            in_dims,
+            out_dim,
+            init_film(rngs.params(), in_dims, out_dim, kernel_init=kernel_init),
+            compute_dtype,
         )
 
     def __call__(self, xs: Sequence[jax.typing.ArrayLike]) -> jax.Array:
-        return film(self.functional_params(), xs, gamma_offset=self.gamma_offset)
+        return film(
+            self.functional_params(),
+            xs,
+            gamma_offset=self.gamma_offset,
+            compute_dtype=self.compute_dtype,
+        )

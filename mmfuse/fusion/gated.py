@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +14,7 @@ from mmfuse.fusion._core import (
     Initializer,
     Params,
     check_choice,
+    check_compute_dtype,
     check_dims,
     check_inputs,
     lecun_normal,
@@ -151,7 +153,9 @@ def _check_params(
     return xs
 
 
-def _gates(params: Params, xs: Sequence[jax.Array], *, gate_source: str, gate: str) -> jax.Array:
+def _gates(
+    params: Params, xs: Sequence[jax.Array], *, gate_source: str, gate: str, compute_dtype: Any
+) -> jax.Array:
     """Gate values ``[..., M, G]`` for checked inputs."""
     if gate == "gmu" or gate_source == "all":
         joint = jnp.concatenate(xs, axis=-1)  # [..., Σ d_m]
@@ -165,7 +169,7 @@ def _gates(params: Params, xs: Sequence[jax.Array], *, gate_source: str, gate: s
         ]
     logits = jnp.stack(
         [
-            linear(s, k, b)
+            linear(s, k, b, compute_dtype=compute_dtype)
             for s, k, b in zip(sources, params["gate_kernels"], params["gate_biases"], strict=True)
         ],
         axis=-2,
@@ -186,13 +190,14 @@ def soft_gates(
     gate: str = "sigmoid",
     granularity: str = "feature",
     projection: str = "tanh",
+    compute_dtype: Any = None,
 ) -> jax.Array:
     """The gates ``g_m`` that ``gated`` applies, for inspection.
 
     Args:
       params: as built by ``init_gated`` with the same options.
       xs: M arrays ``[..., d_m]`` with shared leading dims.
-      gate_source, gate, granularity, projection: as for ``gated``.
+      gate_source, gate, granularity, projection, compute_dtype: as for ``gated``.
 
     Returns:
       ``[..., M, G]``: ``G = C`` per-feature gates or ``G = 1`` per-modality gates.
@@ -206,7 +211,13 @@ def soft_gates(
         gate=gate,
         granularity=granularity,
     )
-    return _gates(params, xs, gate_source=gate_source, gate=gate)
+    return _gates(
+        params,
+        xs,
+        gate_source=gate_source,
+        gate=gate,
+        compute_dtype=check_compute_dtype(compute_dtype, "gated"),
+    )
 
 
 def gated(
@@ -217,6 +228,7 @@ def gated(
     gate_source: str = "all",
     gate: str = "sigmoid",
     granularity: str = "feature",
+    compute_dtype: Any = None,
 ) -> jax.Array:
     """Soft gated fusion ``z = Σ_m g_m ⊙ h_m``.
 
@@ -247,6 +259,9 @@ def gated(
       gate_source: ``"all"``, ``"self"`` or ``"others"``.
       gate: ``"sigmoid"``, ``"softmax"`` or ``"gmu"`` (M = 2 and ``gate_source="all"``).
       granularity: ``"feature"`` or ``"modality"``.
+      compute_dtype: the matmul operand dtype, e.g. ``jnp.bfloat16`` (float32
+        accumulation; gates and the weighted sum stay float32); None (default)
+        computes in the inputs' dtype.
 
     Returns:
       ``[..., C]``.
@@ -266,14 +281,19 @@ def gated(
         gate=gate,
         granularity=granularity,
     )
+    cd = check_compute_dtype(compute_dtype, "gated")
     if projection == "tanh":
-        hs = [jnp.tanh(linear(x, k)) for x, k in zip(xs, params["kernels"], strict=True)]
+        hs = [
+            jnp.tanh(linear(x, k, compute_dtype=cd))
+            for x, k in zip(xs, params["kernels"], strict=True)
+        ]
     else:
         hs = [
-            linear(x, k, b) for x, k, b in zip(xs, params["kernels"], params["biases"], strict=True)
+            linear(x, k, b, compute_dtype=cd)
+            for x, k, b in zip(xs, params["kernels"], params["biases"], strict=True)
         ]
     h = jnp.stack(hs, axis=-2)  # [..., M, C]
-    g = _gates(params, xs, gate_source=gate_source, gate=gate)  # [..., M, G]
+    g = _gates(params, xs, gate_source=gate_source, gate=gate, compute_dtype=cd)  # [..., M, G]
     return jnp.sum(g * h, axis=-2)  # [..., C]
 
 
@@ -292,6 +312,7 @@ class GatedFusion(FusionOperator):
         ``"modality"`` (one scalar per modality per example).
       kernel_init: initializer of the projection and gate kernels (default LeCun
         normal over the input axis).
+      compute_dtype: matmul operand dtype, e.g. ``jnp.bfloat16`` (see ``FusionOperator``).
 
     References:
       Arevalo et al., "Gated Multimodal Units for Information Fusion", ICLR Workshop 2017.
@@ -307,6 +328,7 @@ class GatedFusion(FusionOperator):
         gate: str = "sigmoid",
         granularity: str = "feature",
         kernel_init: Initializer | None = None,
+        compute_dtype: Any = None,
         rngs: nnx.Rngs,
     ):
         self.projection = projection
@@ -326,6 +348,7 @@ class GatedFusion(FusionOperator):
                 granularity=granularity,
                 kernel_init=kernel_init,
             ),
+            compute_dtype,
         )
 
     def __call__(self, xs: Sequence[jax.typing.ArrayLike]) -> jax.Array:
@@ -336,6 +359,7 @@ class GatedFusion(FusionOperator):
             gate_source=self.gate_source,
             gate=self.gate,
             granularity=self.granularity,
+            compute_dtype=self.compute_dtype,
         )
 
     def gates(self, xs: Sequence[jax.typing.ArrayLike]) -> jax.Array:
@@ -347,4 +371,5 @@ class GatedFusion(FusionOperator):
             gate_source=self.gate_source,
             gate=self.gate,
             granularity=self.granularity,
+            compute_dtype=self.compute_dtype,
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +16,7 @@ from mmfuse.fusion._core import (
     Initializer,
     Params,
     check_choice,
+    check_compute_dtype,
     check_dims,
     check_inputs,
     lecun_normal,
@@ -84,6 +85,7 @@ def hard_gated(
     estimator: str = "gumbel",
     temperature: float | jax.Array = 1.0,
     return_aux: bool = False,
+    compute_dtype: Any = None,
 ) -> jax.Array | tuple[jax.Array, HardGateAux]:
     """Hard gated fusion: ``z = Σ_m c_m h_m`` with ``c`` one-hot, one modality per example.
 
@@ -111,6 +113,9 @@ def hard_gated(
       temperature: ``τ > 0`` of the Gumbel-softmax relaxation (a Python number, or a
         scalar array so that it can be annealed under ``jit``).
       return_aux: also return a ``HardGateAux``.
+      compute_dtype: the matmul operand dtype, e.g. ``jnp.bfloat16`` (float32
+        accumulation; gate logits, probabilities and the choice stay float32); None
+        (default) computes in the inputs' dtype.
 
     Returns:
       ``z``: ``[..., C]``, or ``(z, HardGateAux)`` with ``return_aux=True``.
@@ -122,15 +127,19 @@ def hard_gated(
     """
     check_choice(estimator, ESTIMATORS, "estimator", "hard_gated")
     _check_temperature(temperature)
+    cd = check_compute_dtype(compute_dtype, "hard_gated")
     in_dims = [k.shape[0] for k in params["kernels"]]
     xs = check_inputs(xs, in_dims, "hard_gated")
     num_modalities = len(in_dims)
     experts = jnp.stack(
-        [linear(x, k, b) for x, k, b in zip(xs, params["kernels"], params["biases"], strict=True)],
+        [
+            linear(x, k, b, compute_dtype=cd)
+            for x, k, b in zip(xs, params["kernels"], params["biases"], strict=True)
+        ],
         axis=-2,
     )  # [..., M, C]
     joint = jnp.concatenate(xs, axis=-1)  # [..., Σ d_m]
-    logits = linear(joint, params["gate_kernel"], params["gate_bias"])  # [..., M]
+    logits = linear(joint, params["gate_kernel"], params["gate_bias"], compute_dtype=cd)
     log_probs = jax.nn.log_softmax(logits, axis=-1)
 
     if key is None:
@@ -226,6 +235,7 @@ class HardGatedFusion(FusionOperator):
       temperature: Gumbel-softmax temperature ``τ > 0`` (default 1.0).
       kernel_init: initializer of the expert and gate kernels (default LeCun normal
         over the input axis).
+      compute_dtype: matmul operand dtype, e.g. ``jnp.bfloat16`` (see ``FusionOperator``).
 
     References:
       Jang, Gu and Poole, "Categorical Reparameterization with Gumbel-Softmax", ICLR 2017.
@@ -243,6 +253,7 @@ class HardGatedFusion(FusionOperator):
         estimator: str = "gumbel",
         temperature: float = 1.0,
         kernel_init: Initializer | None = None,
+        compute_dtype: Any = None,
         rngs: nnx.Rngs,
     ):
         self.estimator = check_choice(estimator, ESTIMATORS, "estimator", "hard_gated")
@@ -256,6 +267,7 @@ class HardGatedFusion(FusionOperator):
             in_dims,
             out_dim,
             init_hard_gated(rngs.params(), in_dims, out_dim, kernel_init=kernel_init),
+            compute_dtype,
         )
 
     def __call__(
@@ -273,4 +285,5 @@ class HardGatedFusion(FusionOperator):
             estimator=self.estimator,
             temperature=self.temperature,
             return_aux=return_aux,
+            compute_dtype=self.compute_dtype,
         )

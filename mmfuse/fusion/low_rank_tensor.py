@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import string
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -17,9 +18,11 @@ from mmfuse.fusion._core import (
     add_bias,
     append_one,
     check_choice,
+    check_compute_dtype,
     check_dims,
     check_inputs,
     check_positive,
+    einsum,
     lecun_normal,
 )
 from mmfuse.fusion._registry import register
@@ -63,7 +66,11 @@ def init_low_rank_tensor(
 
 
 def low_rank_tensor(
-    params: Params, xs: Sequence[jax.typing.ArrayLike], *, append: str = "last"
+    params: Params,
+    xs: Sequence[jax.typing.ArrayLike],
+    *,
+    append: str = "last",
+    compute_dtype: Any = None,
 ) -> jax.Array:
     """LMF: ``z = Σ_r w_r Π_m (W_m^(r)ᵀ [x_m; 1]) + b``.
 
@@ -79,6 +86,10 @@ def low_rank_tensor(
         ``"rank_weights": [r]``.
       xs: M ≥ 2 arrays ``[..., d_m]`` with shared leading dims.
       append: where the constant 1 goes, ``"last"`` or ``"first"``.
+      compute_dtype: the operand dtype of the per-modality projections, e.g.
+        ``jnp.bfloat16`` (float32 accumulation); the product over modalities and the
+        weighted sum over ranks stay float32. None (default) computes in the inputs'
+        dtype.
 
     Returns:
       ``[..., C]``.
@@ -88,14 +99,16 @@ def low_rank_tensor(
       ACL 2018.
     """
     check_choice(append, APPEND_POSITIONS, "append_one", "low_rank_tensor")
+    cd = check_compute_dtype(compute_dtype, "low_rank_tensor")
     factors = params["factors"]
     xs = check_inputs(xs, [f.shape[1] - 1 for f in factors], "low_rank_tensor")
     product = None
     for x, factor in zip(xs, factors, strict=True):
-        h = jnp.einsum("...d,rdk->...rk", append_one(x, append), factor)  # [..., r, C]
+        h = einsum("...d,rdk->...rk", append_one(x, append), factor, compute_dtype=cd)
         product = h if product is None else product * h
     if "rank_weights" in params:
-        z = jnp.einsum("...rk,r->...k", product, params["rank_weights"])  # [..., C]
+        weights = jnp.reshape(params["rank_weights"], (1,) * (product.ndim - 2) + (-1, 1))
+        z = jnp.sum(product * weights, axis=-2)  # [..., C], a weighted sum in float32
     else:
         z = jnp.sum(product, axis=-2)  # [..., C]
     return add_bias(z, params["bias"])
@@ -126,6 +139,7 @@ class LowRankTensorFusion(FusionOperator):
       append_one: ``"last"`` (``[x; 1]``) or ``"first"`` (``[1; x]``).
       kernel_init: initializer of each ``[r, d_m + 1, C]`` factor (default normal with
         variance ``1/(d_m + 1)``).
+      compute_dtype: matmul operand dtype, e.g. ``jnp.bfloat16`` (see ``FusionOperator``).
     """
 
     def __init__(
@@ -137,6 +151,7 @@ class LowRankTensorFusion(FusionOperator):
         rank_weights: str = "learned",
         append_one: str = "last",
         kernel_init: Initializer | None = None,
+        compute_dtype: Any = None,
         rngs: nnx.Rngs,
     ):
         self.append_one = check_choice(
@@ -150,7 +165,12 @@ class LowRankTensorFusion(FusionOperator):
             rank_weights=rank_weights,
             kernel_init=kernel_init,
         )
-        super().__init__(in_dims, out_dim, params)
+        super().__init__(in_dims, out_dim, params, compute_dtype)
 
     def __call__(self, xs: Sequence[jax.typing.ArrayLike]) -> jax.Array:
-        return low_rank_tensor(self.functional_params(), xs, append=self.append_one)
+        return low_rank_tensor(
+            self.functional_params(),
+            xs,
+            append=self.append_one,
+            compute_dtype=self.compute_dtype,
+        )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +23,7 @@ from mmfuse.fusion._core import (
     add_bias,
     broadcast_last,
     check_choice,
+    check_compute_dtype,
     check_dims,
     check_inputs,
     lecun_normal,
@@ -96,7 +98,13 @@ def _layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float) -> 
 
 
 def _displacement(
-    params: Params, z: jax.Array, secondary: Sequence[jax.Array], gate: str, beta, eps
+    params: Params,
+    z: jax.Array,
+    secondary: Sequence[jax.Array],
+    gate: str,
+    beta,
+    eps,
+    compute_dtype: Any,
 ) -> jax.Array:
     """``α·H`` for an already checked primary ``z [..., d_0]`` and secondary inputs."""
     act = _GATE_FNS[gate]
@@ -108,8 +116,9 @@ def _displacement(
         params["shift_kernels"],
         strict=True,
     ):
-        g = act(linear(jnp.concatenate([z, x], axis=-1), gate_kernel, gate_bias))  # [..., d_0]
-        term = g * linear(x, shift_kernel)  # [..., d_0]
+        zx = jnp.concatenate([z, x], axis=-1)  # [..., d_0 + d_m]
+        g = act(linear(zx, gate_kernel, gate_bias, compute_dtype=compute_dtype))  # [..., d_0]
+        term = g * linear(x, shift_kernel, compute_dtype=compute_dtype)  # [..., d_0]
         h = term if h is None else h + term
     h = add_bias(h, params["shift_bias"])  # [..., d_0]
     # α = min(β‖z‖ / (‖H‖ + ε), 1), one scale per example (and time step).
@@ -124,6 +133,7 @@ def modality_shift_displacement(
     gate: str = "relu",
     beta: float = 1e-3,
     eps: float = 1e-6,
+    compute_dtype: Any = None,
 ) -> jax.Array:
     """The scaled displacement ``α·H`` that modality-shifting fusion adds to the primary input.
 
@@ -139,13 +149,15 @@ def modality_shift_displacement(
       gate: ``"relu"`` (MAG) or ``"sigmoid"`` (RAVEN).
       beta: ``β ≥ 0``, the largest shift relative to ``‖z‖``.
       eps: ``ε > 0`` in the denominator of ``α``.
+      compute_dtype: as for ``modality_shift``.
 
     Returns:
       ``[..., d_0]``.
     """
     check_choice(gate, GATES, "gate", "modality_shift")
+    cd = check_compute_dtype(compute_dtype, "modality_shift")
     xs = check_inputs(xs, _in_dims(params), "modality_shift")
-    return _displacement(params, xs[0], xs[1:], gate, beta, eps)
+    return _displacement(params, xs[0], xs[1:], gate, beta, eps, cd)
 
 
 def modality_shift(
@@ -156,6 +168,7 @@ def modality_shift(
     beta: float = 1e-3,
     eps: float = 1e-6,
     layer_norm_eps: float = 1e-5,
+    compute_dtype: Any = None,
 ) -> jax.Array:
     """Modality-shifting fusion ``LayerNorm(z + α·H)`` (MAG; RAVEN with sigmoid gates).
 
@@ -180,6 +193,9 @@ def modality_shift(
       beta: ``β ≥ 0``, the largest shift relative to ``‖z‖`` (MAG's default 1e-3).
       eps: ``ε > 0`` in the denominator of ``α``.
       layer_norm_eps: added to the variance in the layer norm.
+      compute_dtype: the matmul operand dtype, e.g. ``jnp.bfloat16`` (float32
+        accumulation; the norms, ``α`` and the layer norm stay float32); None
+        (default) computes in the inputs' dtype.
 
     Returns:
       ``[..., C]``.
@@ -191,12 +207,13 @@ def modality_shift(
       Nonverbal Behaviors", AAAI 2019 (RAVEN).
     """
     check_choice(gate, GATES, "gate", "modality_shift")
+    cd = check_compute_dtype(compute_dtype, "modality_shift")
     xs = check_inputs(xs, _in_dims(params), "modality_shift")
     z = xs[0]
-    shifted = z + _displacement(params, z, xs[1:], gate, beta, eps)  # [..., d_0]
+    shifted = z + _displacement(params, z, xs[1:], gate, beta, eps, cd)  # [..., d_0]
     out = _layer_norm(shifted, params["norm_scale"], params["norm_bias"], layer_norm_eps)
     if "out_kernel" in params:
-        out = linear(out, params["out_kernel"], params["out_bias"])  # [..., C]
+        out = linear(out, params["out_kernel"], params["out_bias"], compute_dtype=cd)
     return out
 
 
@@ -227,6 +244,7 @@ class ModalityShiftFusion(FusionOperator):
       eps: ``> 0``, stabilises ``α``'s denominator (default 1e-6).
       layer_norm_eps: ``> 0``, added to the layer norm's variance (default 1e-5).
       kernel_init: initializer of every kernel (default LeCun normal over the fan-in).
+      compute_dtype: matmul operand dtype, e.g. ``jnp.bfloat16`` (see ``FusionOperator``).
     """
 
     def __init__(
@@ -239,6 +257,7 @@ class ModalityShiftFusion(FusionOperator):
         eps: float = 1e-6,
         layer_norm_eps: float = 1e-5,
         kernel_init: Initializer | None = None,
+        compute_dtype: Any = None,
         rngs: nnx.Rngs,
     ):
         self.gate = check_choice(gate, GATES, "gate", "modality_shift")
@@ -249,6 +268,7 @@ class ModalityShiftFusion(FusionOperator):
             in_dims,
             out_dim,
             init_modality_shift(rngs.params(), in_dims, out_dim, kernel_init=kernel_init),
+            compute_dtype,
         )
 
     def __call__(self, xs: Sequence[jax.typing.ArrayLike]) -> jax.Array:
@@ -259,4 +279,5 @@ class ModalityShiftFusion(FusionOperator):
             beta=self.beta,
             eps=self.eps,
             layer_norm_eps=self.layer_norm_eps,
+            compute_dtype=self.compute_dtype,
         )

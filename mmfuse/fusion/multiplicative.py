@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -12,6 +13,7 @@ from mmfuse.fusion._core import (
     FusionOperator,
     Initializer,
     Params,
+    check_compute_dtype,
     check_dims,
     check_inputs,
     check_positive,
@@ -52,7 +54,9 @@ def init_multiplicative(
     return params
 
 
-def multiplicative(params: Params, xs: Sequence[jax.typing.ArrayLike]) -> jax.Array:
+def multiplicative(
+    params: Params, xs: Sequence[jax.typing.ArrayLike], *, compute_dtype: Any = None
+) -> jax.Array:
     """Multiplicative fusion ``z = ⊙_m (W_m x_m + b_m)``, optionally followed by a linear layer.
 
     With equal widths and identity projections this is the lecture's ``x_A ⊙ x_B``; the
@@ -63,6 +67,8 @@ def multiplicative(params: Params, xs: Sequence[jax.typing.ArrayLike]) -> jax.Ar
       params: ``{"kernels": [W_m: [d_m, H]], "biases": [b_m: [H]]}`` and optionally
         ``{"out_kernel": [H, C], "out_bias": [C]}``.
       xs: M ≥ 2 arrays ``[..., d_m]`` with shared leading dims.
+      compute_dtype: the matmul operand dtype, e.g. ``jnp.bfloat16`` (float32
+        accumulation); None (default) computes in the inputs' dtype.
 
     Returns:
       ``[..., C]`` (``C = H`` without the output layer).
@@ -70,14 +76,15 @@ def multiplicative(params: Params, xs: Sequence[jax.typing.ArrayLike]) -> jax.Ar
     References:
       Jayakumar et al., "Multiplicative Interactions and Where to Find Them", ICLR 2020.
     """
+    cd = check_compute_dtype(compute_dtype, "multiplicative")
     in_dims = [k.shape[0] for k in params["kernels"]]
     xs = check_inputs(xs, in_dims, "multiplicative")
     z = None
     for x, kernel, bias in zip(xs, params["kernels"], params["biases"], strict=True):
-        projected = linear(x, kernel, bias)  # [..., H]
+        projected = linear(x, kernel, bias, compute_dtype=cd)  # [..., H]
         z = projected if z is None else z * projected
     if "out_kernel" in params:
-        z = linear(z, params["out_kernel"], params["out_bias"])  # [..., C]
+        z = linear(z, params["out_kernel"], params["out_bias"], compute_dtype=cd)  # [..., C]
     return z
 
 
@@ -89,6 +96,7 @@ class MultiplicativeFusion(FusionOperator):
       hidden_dim: width ``H`` of the product; when given, a linear layer maps it to
         ``out_dim``; when None (default) the product is the output (``H = out_dim``).
       kernel_init: initializer of every kernel (default LeCun normal).
+      compute_dtype: matmul operand dtype, e.g. ``jnp.bfloat16`` (see ``FusionOperator``).
     """
 
     def __init__(
@@ -98,12 +106,13 @@ class MultiplicativeFusion(FusionOperator):
         *,
         hidden_dim: int | None = None,
         kernel_init: Initializer | None = None,
+        compute_dtype: Any = None,
         rngs: nnx.Rngs,
     ):
         params = init_multiplicative(
             rngs.params(), in_dims, out_dim, hidden_dim=hidden_dim, kernel_init=kernel_init
         )
-        super().__init__(in_dims, out_dim, params)
+        super().__init__(in_dims, out_dim, params, compute_dtype)
 
     def __call__(self, xs: Sequence[jax.typing.ArrayLike]) -> jax.Array:
-        return multiplicative(self.functional_params(), xs)
+        return multiplicative(self.functional_params(), xs, compute_dtype=self.compute_dtype)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +15,7 @@ from mmfuse.fusion._core import (
     Initializer,
     Params,
     check_choice,
+    check_compute_dtype,
     check_dims,
     check_inputs,
     check_positive,
@@ -79,7 +81,11 @@ def init_nonlinear(
 
 
 def nonlinear(
-    params: Params, xs: Sequence[jax.typing.ArrayLike], *, activation: str = "relu"
+    params: Params,
+    xs: Sequence[jax.typing.ArrayLike],
+    *,
+    activation: str = "relu",
+    compute_dtype: Any = None,
 ) -> jax.Array:
     """Nonlinear (early) fusion ``z = MLP([x_1; …; x_M])``.
 
@@ -92,6 +98,8 @@ def nonlinear(
         ``[h_L, C]``, "biases": [[h_1], …, [h_L], [C]]}`` (see ``init_nonlinear``).
       xs: M ≥ 1 arrays ``[..., d_m]`` with shared leading dims.
       activation: ``"relu"``, ``"gelu"`` (tanh approximation), ``"tanh"`` or ``"silu"``.
+      compute_dtype: the matmul operand dtype, e.g. ``jnp.bfloat16`` (float32
+        accumulation); None (default) computes in the inputs' dtype.
 
     Returns:
       ``[..., C]``.
@@ -102,13 +110,14 @@ def nonlinear(
     """
     check_choice(activation, tuple(ACTIVATIONS), "activation", "nonlinear")
     act = ACTIVATIONS[activation]
+    cd = check_compute_dtype(compute_dtype, "nonlinear")
     in_dims = [k.shape[0] for k in params["input_kernels"]]
     xs = check_inputs(xs, in_dims, "nonlinear")
     h = jnp.concatenate(xs, axis=-1)  # [..., Σ d_m]
     first_kernel = jnp.concatenate(params["input_kernels"], axis=0)  # [Σ d_m, h_1]
     kernels = [first_kernel, *params["kernels"]]
     for i, (kernel, bias) in enumerate(zip(kernels, params["biases"], strict=True)):
-        h = linear(h, kernel, bias)  # [..., h_{i+1}]
+        h = linear(h, kernel, bias, compute_dtype=cd)  # [..., h_{i+1}]
         if i < len(kernels) - 1:
             h = act(h)
     return h  # [..., C]
@@ -124,6 +133,7 @@ class NonlinearFusion(FusionOperator):
       activation: ``"relu"`` (default), ``"gelu"``, ``"tanh"`` or ``"silu"``, after every
         hidden layer; the output layer is linear.
       kernel_init: initializer of every kernel (default LeCun normal over the fan-in).
+      compute_dtype: matmul operand dtype, e.g. ``jnp.bfloat16`` (see ``FusionOperator``).
     """
 
     def __init__(
@@ -134,6 +144,7 @@ class NonlinearFusion(FusionOperator):
         hidden_dims: Sequence[int] = (64,),
         activation: str = "relu",
         kernel_init: Initializer | None = None,
+        compute_dtype: Any = None,
         rngs: nnx.Rngs,
     ):
         self.activation = check_choice(activation, tuple(ACTIVATIONS), "activation", "nonlinear")
@@ -148,7 +159,13 @@ class NonlinearFusion(FusionOperator):
                 hidden_dims=self.hidden_dims,
                 kernel_init=kernel_init,
             ),
+            compute_dtype,
         )
 
     def __call__(self, xs: Sequence[jax.typing.ArrayLike]) -> jax.Array:
-        return nonlinear(self.functional_params(), xs, activation=self.activation)
+        return nonlinear(
+            self.functional_params(),
+            xs,
+            activation=self.activation,
+            compute_dtype=self.compute_dtype,
+        )

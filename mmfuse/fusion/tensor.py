@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -16,9 +17,12 @@ from mmfuse.fusion._core import (
     Params,
     append_one,
     check_choice,
+    check_compute_dtype,
     check_dims,
     check_inputs,
+    einsum,
     lecun_normal,
+    matmul,
 )
 from mmfuse.fusion._registry import register
 
@@ -64,7 +68,11 @@ def tensor_features(xs: Sequence[jax.typing.ArrayLike], *, append: str = "last")
 
 
 def tensor(
-    params: Params, xs: Sequence[jax.typing.ArrayLike], *, append: str = "last"
+    params: Params,
+    xs: Sequence[jax.typing.ArrayLike],
+    *,
+    append: str = "last",
+    compute_dtype: Any = None,
 ) -> jax.Array:
     """Tensor fusion ``z = W · vec(⊗_m [x_m; 1])``.
 
@@ -80,6 +88,9 @@ def tensor(
       params: ``{"kernel": [d_1 + 1, ..., d_M + 1, C]}``.
       xs: M arrays ``[..., d_m]`` with shared leading dims.
       append: where the constant 1 goes, ``"last"`` (``[x; 1]``) or ``"first"`` (``[1; x]``).
+      compute_dtype: the operand dtype of the contractions with the kernel, e.g.
+        ``jnp.bfloat16`` (float32 accumulation); None (default) computes in the
+        inputs' dtype. The outer products are formed in the inputs' dtype.
 
     Returns:
       ``[..., C]``.
@@ -88,6 +99,7 @@ def tensor(
       Zadeh et al., "Tensor Fusion Network for Multimodal Sentiment Analysis", EMNLP 2017.
     """
     check_choice(append, APPEND_POSITIONS, "append_one", "tensor")
+    compute_dtype = check_compute_dtype(compute_dtype, "tensor")
     kernel = params["kernel"]
     in_dims = [s - 1 for s in kernel.shape[:-1]]
     xs = check_inputs(xs, in_dims, "tensor")
@@ -106,10 +118,10 @@ def tensor(
     for z in zs[1:k]:
         width = feats.shape[1] * z.shape[1]  # explicit: -1 is ambiguous for B = 0
         feats = (feats[:, :, None] * z[:, None, :]).reshape(batch, width)  # [B, Π_{m<k}]
-    out = feats @ kernel.reshape(feats.shape[-1], -1)  # [B, Π_{m>=k}(d_m+1)·C]
+    out = matmul(feats, kernel.reshape(feats.shape[-1], -1), compute_dtype)  # [B, Π_{m>=k}·C]
     for z in zs[k:]:
         out = out.reshape(batch, z.shape[-1], out.shape[1] // z.shape[-1])
-        out = jnp.einsum("bk,bkr->br", z, out)  # [B, d_m + 1, rest] -> [B, rest]
+        out = einsum("bk,bkr->br", z, out, compute_dtype=compute_dtype)  # [B, rest]
     return out.reshape(*lead, kernel.shape[-1])  # [..., C]
 
 
@@ -121,6 +133,7 @@ class TensorFusion(FusionOperator):
       append_one: ``"last"`` (``[x; 1]``, as in TFN) or ``"first"`` (``[1; x]``).
       kernel_init: initializer of the ``[d_1 + 1, ..., d_M + 1, C]`` kernel (default
         LeCun normal over all modality axes).
+      compute_dtype: matmul operand dtype, e.g. ``jnp.bfloat16`` (see ``FusionOperator``).
     """
 
     def __init__(
@@ -130,12 +143,21 @@ class TensorFusion(FusionOperator):
         *,
         append_one: str = "last",
         kernel_init: Initializer | None = None,
+        compute_dtype: Any = None,
         rngs: nnx.Rngs,
     ):
         self.append_one = check_choice(append_one, APPEND_POSITIONS, "append_one", "tensor")
         super().__init__(
-            in_dims, out_dim, init_tensor(rngs.params(), in_dims, out_dim, kernel_init=kernel_init)
+            in_dims,
+            out_dim,
+            init_tensor(rngs.params(), in_dims, out_dim, kernel_init=kernel_init),
+            compute_dtype,
         )
 
     def __call__(self, xs: Sequence[jax.typing.ArrayLike]) -> jax.Array:
-        return tensor(self.functional_params(), xs, append=self.append_one)
+        return tensor(
+            self.functional_params(),
+            xs,
+            append=self.append_one,
+            compute_dtype=self.compute_dtype,
+        )

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from mmfuse.fusion._core import add_bias
+from mmfuse.fusion._core import add_bias, matmul
 from mmfuse.fusion.nonlinear import ACTIVATIONS, NonlinearFusion
 from mmfuse.models.encoders import MLP
 from mmfuse.models.modular.fusion_model import FusionModel
@@ -50,7 +50,7 @@ class SplitMLP:
     def parts(self, hs: Sequence[jax.Array], dtype: Any = None) -> tuple[jax.Array, ...]:
         """``u_m = h_m W_m`` (plus the bias on ``u_1``): M arrays ``[N, e_m]`` -> ``[N, H]``."""
         us = tuple(
-            _dense(h, kernel, dtype) for h, kernel in zip(hs, self.input_kernels, strict=True)
+            matmul(h, kernel, dtype) for h, kernel in zip(hs, self.input_kernels, strict=True)
         )
         return (add_bias(us[0], self.bias), *us[1:])
 
@@ -59,19 +59,12 @@ class SplitMLP:
         for (kernel, bias), act in zip(self.layers, self.activations, strict=True):
             if act is not None:
                 x = act(x)
-            x = add_bias(_dense(x, kernel, dtype), bias)  # [..., H_next]
+            x = add_bias(matmul(x, kernel, dtype), bias)  # [..., H_next]
         return x
 
     def head(self, dtype: Any = None) -> Callable[[Sequence[jax.Array]], jax.Array]:
         """``us -> g(Σ_m u_m)``: the function EMAP pairs, on the parts."""
         return lambda us: self.rest(sum(us[1:], us[0]), dtype)
-
-
-def _dense(x: jax.Array, kernel: jax.Array, dtype: Any) -> jax.Array:
-    """``x @ kernel`` in float32, from ``dtype`` operands when given (e.g. bfloat16)."""
-    if dtype is None:
-        return jnp.matmul(x, kernel)
-    return jnp.matmul(x.astype(dtype), kernel.astype(dtype), preferred_element_type=jnp.float32)
 
 
 def split_mlp(model: nnx.Module) -> SplitMLP | None:

@@ -28,6 +28,7 @@ class _View(NamedTuple):
     module: nnx.Module
     split: SplitMLP | None  # an early-fusion MLP head, split at its first layer
     tensor: TensorHead | None  # tensor fusion and the head after it
+    dtype: Any  # the matmul operand dtype of the split or tensor path (None: the params')
 
 
 def _view(model: Model, compute_dtype: Any) -> _View:
@@ -35,9 +36,11 @@ def _view(model: Model, compute_dtype: Any) -> _View:
         pure, module = model, nnx.merge(model.graphdef, model.params)
     else:
         pure, module = as_pure(model), model
+    if compute_dtype is None:  # the precision the model computes its fusion in
+        compute_dtype = getattr(getattr(module, "fusion", None), "compute_dtype", None)
     split = split_mlp(module)
     tensor = None if split is not None else tensor_head(module, compute_dtype)
-    return _View(pure, module, split, tensor)
+    return _View(pure, module, split, tensor, compute_dtype)
 
 
 def model_fn(
@@ -66,7 +69,8 @@ def model_fn(
       inputs: M arrays ``[N, ...]`` paired along axis 0.
       compute_dtype: for a split MLP head or tensor fusion only: the matmul
         operands' dtype (e.g. ``jnp.bfloat16``), with float32 accumulation and
-        outputs; ``None`` computes in the parameters' dtype.
+        outputs; ``None`` uses the fusion operator's own ``compute_dtype`` (float32
+        unless the model was built with one).
 
     Returns:
       ``(fn, xs)``: ``head`` (or ``apply``) with the parameters bound, and the M
@@ -87,8 +91,8 @@ def _fn_and_inputs(
     """``model_fn`` on a model's ``_View``."""
     pure = view.pure
     if view.split is not None:
-        us = view.split.parts(pure.encode(pure.params, xs), compute_dtype)  # M x [N, H]
-        return view.split.head(compute_dtype), us
+        us = view.split.parts(pure.encode(pure.params, xs), view.dtype)  # M x [N, H]
+        return view.split.head(view.dtype), us
     if view.tensor is not None:
         return view.tensor.pairs, tuple(pure.encode(pure.params, xs))
     if compute_dtype is not None:
@@ -145,7 +149,7 @@ def emap_model(
         ``block_size`` is the rows per program).
       kernel: ``"xla"`` or ``"pallas"``.
       compute_dtype: the matmul operand dtype of a split MLP head or tensor fusion
-        (see ``model_fn``).
+        (see ``model_fn``; ``None``: the fusion operator's own).
       kernel_options: with ``kernel="pallas"``, the kernel's tiling and launch
         parameters: ``block_cols`` (columns per tile, default 64), ``rows_per_step``
         (rows paired with a tile at once, default 2), ``hidden_chunk`` (the last
@@ -169,9 +173,7 @@ def emap_model(
     fn, xs = _fn_and_inputs(view, check_inputs(inputs, "emap_model"), compute_dtype)
     pair_sums = None
     if kernel == "pallas":
-        pair_sums = _pallas_pair_sums(
-            view, len(xs), num_samples, compute_dtype, kernel_options or {}
-        )
+        pair_sums = _pallas_pair_sums(view, len(xs), num_samples, kernel_options or {})
     elif kernel_options:
         raise ValueError("emap_model: kernel_options are for kernel='pallas'")
     elif num_samples is None and view.tensor is not None:
@@ -199,7 +201,6 @@ def _pallas_pair_sums(
     view: _View,
     num_modalities: int,
     num_samples: int | None,
-    compute_dtype: Any,
     options: dict[str, Any],
 ) -> _emap.PairSums:
     """Exact mode's pass over the pairs as the fused kernel, for a split MLP head."""
@@ -227,7 +228,7 @@ def _pallas_pair_sums(
         raise ValueError(
             f"emap_model: unknown kernel_options {sorted(unknown)}; valid: {KERNEL_OPTIONS}"
         )
-    operand_dtype = compute_dtype or jnp.result_type(*(k for k, _ in split.layers))
+    operand_dtype = view.dtype or jnp.result_type(*(k for k, _ in split.layers))
 
     def pair_sums(us, shift, dtype, block_size):
         # the kernel sums in float32 whatever the model's dtype

@@ -1,11 +1,14 @@
 """Config sections unpacked into library calls."""
 
+import jax
+import numpy as np
 import pytest
 from flax import nnx
 
 from configs import supervised
 from experiments import _common
 from mmfuse import models
+from tests.jaxprs import dot_generals, operand_dtypes
 
 TASK = _common.Task("toy", ("a", "b"), {"validation": {}}, num_classes=2)
 
@@ -48,3 +51,24 @@ def test_options_of_another_dataset_are_a_clear_error():
     config.data.name = "digits_halves"
     with pytest.raises(ValueError, match=r"has latent, latent_dim, .* not options of digits"):
         _common.task_from_config(config.data, ("train",))
+
+
+@pytest.mark.parametrize("kind", ["intermediate", "early", "late", "raw"])
+def test_model_compute_dtype_reaches_every_matmul(kind):
+    shapes = [(6,), (4,)] if kind in ("early", "raw") else [(6,), (5, 4)]
+    xs = [np.ones((3, *s), np.float32) for s in shapes]
+    task = _common.Task(
+        name="t",
+        modalities=("a", "b"),
+        splits={"train": {"a": xs[0], "b": xs[1], "label": np.array([0, 1, 0])}},
+        num_classes=2,
+    )
+    config = supervised.get_config()
+    config.model.kind = kind
+    config.model.fusion = "low_rank_tensor"
+    config.model.compute_dtype = "bfloat16"  # as --config.model.compute_dtype=bfloat16 sets it
+    model = _common.model_from_config(config.model, task, seed=0)
+    found = dot_generals(jax.make_jaxpr(model)(xs).jaxpr)
+    assert found and operand_dtypes(found) == {"bfloat16"}
+    leaves = jax.tree.leaves(nnx.state(model, nnx.Param))
+    assert {str(leaf.dtype) for leaf in leaves} == {"float32"}

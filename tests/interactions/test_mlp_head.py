@@ -146,6 +146,26 @@ def test_bfloat16_operands_with_float32_accumulation():
     assert np.max(np.abs(split.projected - exact.projected)) > 0  # bf16 did round
 
 
+def test_a_model_built_in_bf16_gets_emap_in_bf16_by_default():
+    model, xs = early_fusion(head="mlp"), inputs(4, 33, (7, 3))
+    low = early_fusion(head="mlp")  # the same parameters (same seed), fusion and head in bf16
+    low.fusion.compute_dtype = low.head.compute_dtype = jnp.dtype(jnp.bfloat16)
+    # the split path follows the fusion operator's compute_dtype...
+    assert_same(
+        interactions.emap_model(low, xs, decompose=True),
+        interactions.emap_model(model, xs, decompose=True, compute_dtype=jnp.bfloat16),
+        rtol=0,
+        atol=0,
+    )
+    # ...and so agrees with EMAP of the whole model, which computes the fusion in bf16
+    assert_same(
+        interactions.emap_model(low, xs, decompose=True),
+        whole_model_emap(low, xs),
+        rtol=1e-4,
+        atol=1e-4,
+    )
+
+
 def test_non_finite_pairs_are_counted_as_by_the_blocked_pass():
     model, xs = early_fusion(hidden=(8,), out=2), inputs(5, 21, (7, 3))
     # one huge example of modality 1 overflows the hidden layer for every pair it is in

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 from flax import nnx
 
-from mmfuse.fusion._core import check_positive
+from mmfuse.fusion._core import check_compute_dtype, check_positive, linear
 from mmfuse.models._checks import check_input
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
@@ -44,6 +45,9 @@ class MLP(nnx.Module):
       hidden_dims: the widths of the hidden layers, possibly empty (a linear map).
       out_dim: the output width.
       activation: a name in ``ACTIVATIONS`` or a function applied after each hidden layer.
+      compute_dtype: the operand dtype of every layer's matmul, e.g. ``jnp.bfloat16``
+        (float32 accumulation; biases, activations and parameters stay float32); None
+        (default) computes in float32.
       rngs: initialises the weights.
     """
 
@@ -56,6 +60,7 @@ class MLP(nnx.Module):
         out_dim: int,
         *,
         activation: str | Callable[[jax.Array], jax.Array] = "relu",
+        compute_dtype: Any = None,
         rngs: nnx.Rngs,
     ):
         widths = (
@@ -65,11 +70,14 @@ class MLP(nnx.Module):
         )
         self.in_dim, self.out_dim = in_dim, out_dim
         self.activation = get_activation(activation, "MLP")
+        self.compute_dtype = check_compute_dtype(compute_dtype, "MLP")
         self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in itertools.pairwise(widths)])
 
     def __call__(self, x: jax.typing.ArrayLike) -> jax.Array:
         """``x: [..., in_dim]`` -> ``[..., out_dim]``."""
         x = check_input(x, self.in_dim, "MLP")
-        for layer in self.layers[:-1]:
-            x = self.activation(layer(x))  # [..., hidden]
-        return self.layers[-1](x)  # [..., out_dim]
+        for i, layer in enumerate(self.layers):
+            if i > 0:
+                x = self.activation(x)
+            x = linear(x, layer.kernel[...], layer.bias[...], compute_dtype=self.compute_dtype)
+        return x  # [..., out_dim]

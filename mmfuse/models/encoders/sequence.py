@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from mmfuse.fusion._core import check_choice, check_positive, linear
+from mmfuse.fusion._core import check_choice, check_compute_dtype, check_positive, linear
 from mmfuse.models._checks import check_input
 
 SEQUENCE_POOLS = ("last", "mean", "none")
 
 
 def gru_scan(
-    gates_x: jax.Array, mask: jax.Array, kernel_h: jax.Array, bias_h: jax.Array
+    gates_x: jax.Array,
+    mask: jax.Array,
+    kernel_h: jax.Array,
+    bias_h: jax.Array,
+    compute_dtype: Any = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Runs a GRU over time, leaving its state unchanged at padded steps.
 
@@ -26,6 +32,9 @@ def gru_scan(
       mask: boolean ``[..., T]``; False marks padding, where the state is carried over.
       kernel_h: ``[H, 3H]``, the recurrent kernel ``W_h``.
       bias_h: ``[3H]``, the recurrent bias ``b_h``.
+      compute_dtype: the operand dtype of the recurrent matmul, e.g. ``jnp.bfloat16``
+        (float32 accumulation; the gates and states stay float32); None computes in
+        the state's dtype.
 
     Returns:
       ``(states, last)``: the state after every step ``[..., T, H]`` and the final
@@ -40,7 +49,7 @@ def gru_scan(
 
     def step(h, inputs):
         gx, keep = inputs  # [..., 3H], [..., 1]
-        gh = linear(h, kernel_h, bias_h)  # [..., 3H]
+        gh = linear(h, kernel_h, bias_h, compute_dtype=compute_dtype)  # [..., 3H]
         xr, xz, xn = jnp.split(gx, 3, axis=-1)
         hr, hz, hn = jnp.split(gh, 3, axis=-1)
         r = jax.nn.sigmoid(xr + hr)
@@ -71,6 +80,9 @@ class SequenceEncoder(nnx.Module):
       out_dim: the GRU state width.
       pool: ``"last"``, ``"mean"`` or ``"none"``.
       pad_value: if given, tokens whose features all equal it count as padding.
+      compute_dtype: the operand dtype of the input and recurrent matmuls, e.g.
+        ``jnp.bfloat16`` (float32 accumulation; gates, states and parameters stay
+        float32); None (default) computes in float32.
       rngs: initialises the weights.
 
     References:
@@ -87,9 +99,11 @@ class SequenceEncoder(nnx.Module):
         *,
         pool: str = "last",
         pad_value: float | None = None,
+        compute_dtype: Any = None,
         rngs: nnx.Rngs,
     ):
         name = "SequenceEncoder"
+        self.compute_dtype = check_compute_dtype(compute_dtype, name)
         self.in_dim = check_positive(in_dim, "in_dim", name)
         self.out_dim = check_positive(out_dim, "out_dim", name)
         self.pool = check_choice(pool, SEQUENCE_POOLS, "pool", name)
@@ -120,8 +134,15 @@ class SequenceEncoder(nnx.Module):
             keep = mask.astype(bool)
         if self.pad_value is not None:
             keep = keep & jnp.any(x != self.pad_value, axis=-1)
+        gates_x = linear(
+            x, self.inputs.kernel[...], self.inputs.bias[...], compute_dtype=self.compute_dtype
+        )  # [B, T, 3H]
         states, last = gru_scan(
-            self.inputs(x), keep, self.recurrent.kernel[...], self.recurrent.bias[...]
+            gates_x,
+            keep,
+            self.recurrent.kernel[...],
+            self.recurrent.bias[...],
+            self.compute_dtype,
         )  # [B, T, H], [B, H]
         if self.pool == "last":
             return last

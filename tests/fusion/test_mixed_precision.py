@@ -1,0 +1,149 @@
+"""``compute_dtype``: bf16 matmul operands, float32 accumulation and everything else."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from mmfuse import fusion, models
+from mmfuse.fusion._core import einsum, matmul
+from tests.fusion.specs import SPECS
+from tests.jaxprs import dot_generals, operand_dtypes
+
+OUT = 3
+BF16 = jnp.bfloat16
+NAMES = fusion.names()
+
+
+def build(name, compute_dtype=None):
+    spec = SPECS[name]
+    return fusion.create(
+        name,
+        spec["in_dims"],
+        OUT,
+        rngs=nnx.Rngs(0),
+        compute_dtype=compute_dtype,
+        **spec["options"],
+    )
+
+
+def inputs(in_dims, batch=16, seed=0):
+    keys = jax.random.split(jax.random.key(seed), len(in_dims))
+    return tuple(jax.random.normal(k, (batch, d)) for k, d in zip(keys, in_dims, strict=True))
+
+
+def loss_and_grads(op, xs, target, **kwargs):
+    graphdef, state = nnx.split(op)
+
+    def loss(state):
+        return jnp.mean((nnx.merge(graphdef, state)(xs, **kwargs) - target) ** 2)
+
+    return loss, state, jax.grad(loss)(state)
+
+
+def relative_error(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_matmul_forward_and_backward_takes_bf16_operands(name):
+    op = build(name, BF16)
+    xs = inputs(SPECS[name]["in_dims"])
+    target = jnp.zeros((16, OUT))
+    kwargs = SPECS[name].get("train_kwargs", lambda key: {})(jax.random.key(1))
+    forward = dot_generals(jax.make_jaxpr(lambda xs: op(xs, **kwargs))(xs).jaxpr)
+    assert forward, f"{name}: no matmul found"
+    assert operand_dtypes(forward) == {"bfloat16"}
+    assert {str(e.outvars[0].aval.dtype) for e in forward} == {"float32"}  # accumulated in f32
+
+    loss, state, _ = loss_and_grads(op, xs, target, **kwargs)
+    backward = dot_generals(jax.make_jaxpr(jax.grad(loss))(state).jaxpr)
+    # the forward matmuls again plus those of the gradient, none of them float32
+    assert len(backward) > len(forward)
+    assert operand_dtypes(backward) == {"bfloat16"}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bf16_operator_is_the_float32_operator_to_bf16_rounding(name):
+    f32, bf16 = build(name), build(name, BF16)
+    xs = inputs(SPECS[name]["in_dims"])
+    target = jax.random.normal(jax.random.key(5), (16, OUT))
+    kwargs = SPECS[name].get("train_kwargs", lambda key: {})(jax.random.key(1))
+    # the same parameters, kept in float32
+    for a, b in zip(jax.tree.leaves(nnx.state(f32)), jax.tree.leaves(nnx.state(bf16)), strict=True):
+        assert b.dtype == a.dtype and np.array_equal(a, b)
+
+    z32, z16 = f32(xs), bf16(xs)
+    assert z16.dtype == jnp.float32
+    keep = np.ones(16, bool)
+    if name == "hard_gated":  # compare the examples whose argmax choice agrees
+        keep = np.all(
+            f32(xs, return_aux=True)[1].choice == bf16(xs, return_aux=True)[1].choice, axis=-1
+        )
+        assert keep.mean() >= 0.75
+    error = relative_error(z16[keep], z32[keep])
+    assert 0 < error < 2e-2, f"{name}: relative error {error:.2e} of the bf16 output"
+
+    _, _, g32 = loss_and_grads(f32, xs, target, **kwargs)
+    _, _, g16 = loss_and_grads(bf16, xs, target, **kwargs)
+    for (path, a), b in zip(
+        jax.tree_util.tree_leaves_with_path(g32), jax.tree.leaves(g16), strict=True
+    ):
+        where = jax.tree_util.keystr(path)
+        assert b.dtype == jnp.float32, f"{name}: gradient at {where} is {b.dtype}"
+        if name != "hard_gated":  # a flipped choice moves whole experts' gradients
+            error = relative_error(b, a)
+            assert error < 5e-2, f"{name}: gradient at {where} off by {error:.2e}"
+
+
+def test_float32_compute_dtype_is_the_default_computation():
+    xs = inputs(SPECS["tensor"]["in_dims"])
+    np.testing.assert_allclose(
+        build("tensor", jnp.float32)(xs), build("tensor")(xs), rtol=1e-6, atol=1e-7
+    )
+
+
+@pytest.mark.parametrize("bad", ["int32", jnp.bool_, "not-a-dtype", 3])
+def test_bad_compute_dtype_is_a_value_error_naming_the_operator(bad):
+    with pytest.raises(ValueError, match="multiplicative: compute_dtype"):
+        fusion.create("multiplicative", (2, 3), 4, rngs=nnx.Rngs(0), compute_dtype=bad)
+    with pytest.raises(ValueError, match="tensor: compute_dtype"):
+        fusion.functional.tensor(
+            build("tensor").functional_params(), inputs((3, 4, 2)), compute_dtype=bad
+        )
+
+
+def test_dtype_names_are_accepted():
+    op = fusion.create("additive", (2, 3), 4, rngs=nnx.Rngs(0), compute_dtype="bfloat16")
+    assert op.compute_dtype == jnp.bfloat16
+
+
+def test_matmul_and_einsum_work_under_jit_and_vmap():
+    a = jax.random.normal(jax.random.key(0), (4, 5, 6))
+    b = jax.random.normal(jax.random.key(1), (6, 3))
+    expected = jnp.matmul(a.astype(BF16), b.astype(BF16), preferred_element_type=jnp.float32)
+    got = jax.jit(jax.vmap(lambda a: matmul(a, b, BF16)))(a)
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(einsum("nti,ij->ntj", a, b, compute_dtype=BF16), expected)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda dtype: models.MLP(5, (8,), 3, compute_dtype=dtype, rngs=nnx.Rngs(0)),
+        lambda dtype: models.SequenceEncoder(
+            5, 3, pool="mean", compute_dtype=dtype, rngs=nnx.Rngs(0)
+        ),
+    ],
+    ids=["mlp", "sequence"],
+)
+def test_encoders_compute_in_bf16_with_float32_parameters(make):
+    f32, bf16 = make(None), make(BF16)
+    x = jax.random.normal(jax.random.key(2), (4, 7, 5))
+    found = dot_generals(jax.make_jaxpr(bf16)(x).jaxpr)
+    assert found and operand_dtypes(found) == {"bfloat16"}
+    assert {str(leaf.dtype) for leaf in jax.tree.leaves(nnx.state(bf16))} == {"float32"}
+    error = relative_error(bf16(x), f32(x))
+    assert 0 < error < 2e-2
