@@ -147,3 +147,20 @@ def test_encoders_compute_in_bf16_with_float32_parameters(make):
     assert {str(leaf.dtype) for leaf in jax.tree.leaves(nnx.state(bf16))} == {"float32"}
     error = relative_error(bf16(x), f32(x))
     assert 0 < error < 2e-2
+
+
+@pytest.mark.parametrize("cls", [models.EarlyFusionTransformer, models.BottleneckFusion])
+def test_transformers_compute_in_bf16_with_float32_parameters(cls):
+    def make(dtype):
+        return cls(
+            (5, 3), 2, d_model=16, num_heads=2, mlp_dim=16, compute_dtype=dtype, rngs=nnx.Rngs(0)
+        )
+
+    f32, bf16 = make(None), make(BF16)
+    keys = jax.random.split(jax.random.key(3), 2)
+    xs = [jax.random.normal(keys[0], (4, 6, 5)), jax.random.normal(keys[1], (4, 2, 3))]
+    found = dot_generals(jax.make_jaxpr(bf16)(xs).jaxpr)
+    assert len(found) > 10 and operand_dtypes(found) == {"bfloat16"}
+    assert {str(leaf.dtype) for leaf in jax.tree.leaves(nnx.state(bf16))} == {"float32"}
+    error = relative_error(bf16(xs), f32(xs))
+    assert 0 < error < 3e-2

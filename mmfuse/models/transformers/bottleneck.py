@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +15,7 @@ from mmfuse.models.transformers.layers import (
     RawTokenModel,
     TransformerBlock,
     broadcast_token,
+    dense,
     masked_mean,
 )
 
@@ -54,6 +56,9 @@ class BottleneckFusion(RawTokenModel):
       positions: ``"learned"`` or ``"sinusoidal"`` position embeddings.
       pad_value: if given, tokens whose features all equal it count as padding, in
         addition to any masks passed.
+      compute_dtype: the operand dtype of every matmul (projections, attention,
+        MLPs, head), e.g. ``jnp.bfloat16`` (float32 accumulation; layer norms,
+        softmax, embeddings and parameters stay float32); None (default): float32.
       rngs: initialises the weights.
 
     Deterministic: no dropout.
@@ -77,6 +82,7 @@ class BottleneckFusion(RawTokenModel):
         max_len: int = 512,
         positions: str = "learned",
         pad_value: float | None = None,
+        compute_dtype: Any = None,
         rngs: nnx.Rngs,
     ):
         name = "BottleneckFusion"
@@ -91,6 +97,7 @@ class BottleneckFusion(RawTokenModel):
             max_len=max_len,
             positions=positions,
             pad_value=pad_value,
+            compute_dtype=compute_dtype,
             rngs=rngs,
         )
         check_positive(num_bottlenecks, "num_bottlenecks", name)
@@ -114,7 +121,9 @@ class BottleneckFusion(RawTokenModel):
             [
                 nnx.List(
                     [
-                        TransformerBlock(d_model, num_heads, mlp_dim, rngs=rngs)
+                        TransformerBlock(
+                            d_model, num_heads, mlp_dim, compute_dtype=self.compute_dtype, rngs=rngs
+                        )
                         for _ in range(num_modalities)
                     ]
                 )
@@ -167,4 +176,5 @@ class BottleneckFusion(RawTokenModel):
         for norm, s, v in zip(self.norms, seqs, valid, strict=True):
             x = norm(s)
             pooled.append(x[:, 0] if self.pool == "cls" else masked_mean(x, v))  # [B, D]
-        return self.head(jnp.mean(jnp.stack(pooled), axis=0))  # [B, C]
+        pooled = jnp.mean(jnp.stack(pooled), axis=0)  # [B, D]
+        return dense(self.head, pooled, self.compute_dtype)  # [B, C]

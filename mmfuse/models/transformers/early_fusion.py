@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +14,7 @@ from mmfuse.models.transformers.layers import (
     RawTokenModel,
     TransformerBlock,
     broadcast_token,
+    dense,
     masked_mean,
 )
 
@@ -40,6 +42,9 @@ class EarlyFusionTransformer(RawTokenModel):
       positions: ``"learned"`` or ``"sinusoidal"`` position embeddings.
       pad_value: if given, tokens whose features all equal it count as padding (e.g.
         0 for the left-padded CMU-MOSI features), in addition to any masks passed.
+      compute_dtype: the operand dtype of every matmul (projections, attention,
+        MLPs, head), e.g. ``jnp.bfloat16`` (float32 accumulation; layer norms,
+        softmax, embeddings and parameters stay float32); None (default): float32.
       rngs: initialises the weights.
 
     Deterministic: no dropout.
@@ -62,6 +67,7 @@ class EarlyFusionTransformer(RawTokenModel):
         max_len: int = 512,
         positions: str = "learned",
         pad_value: float | None = None,
+        compute_dtype: Any = None,
         rngs: nnx.Rngs,
     ):
         super().__init__(
@@ -75,13 +81,19 @@ class EarlyFusionTransformer(RawTokenModel):
             max_len=max_len,
             positions=positions,
             pad_value=pad_value,
+            compute_dtype=compute_dtype,
             rngs=rngs,
         )
         self.modality_embedding = nnx.Param(EMBED_INIT(rngs.params(), (len(self.in_dims), d_model)))
         if pool == "cls":
             self.cls_token = nnx.Param(EMBED_INIT(rngs.params(), (d_model,)))
         self.blocks = nnx.List(
-            [TransformerBlock(d_model, num_heads, mlp_dim, rngs=rngs) for _ in range(num_layers)]
+            [
+                TransformerBlock(
+                    d_model, num_heads, mlp_dim, compute_dtype=self.compute_dtype, rngs=rngs
+                )
+                for _ in range(num_layers)
+            ]
         )
         self.norm = nnx.LayerNorm(d_model, rngs=rngs)
         self.head = nnx.Linear(d_model, out_dim, rngs=rngs)
@@ -113,4 +125,4 @@ class EarlyFusionTransformer(RawTokenModel):
             x = block(x, mask)
         x = self.norm(x)
         pooled = x[:, 0] if self.pool == "cls" else masked_mean(x, mask)  # [B, D]
-        return self.head(pooled)  # [B, C]
+        return dense(self.head, pooled, self.compute_dtype)  # [B, C]

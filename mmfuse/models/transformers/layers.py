@@ -7,12 +7,20 @@ Masks are boolean ``[B, T]`` with True for real tokens and False for padding.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from mmfuse.fusion._core import check_choice, check_dims, check_positive
+from mmfuse.fusion._core import (
+    check_choice,
+    check_compute_dtype,
+    check_dims,
+    check_positive,
+    einsum,
+    linear,
+)
 from mmfuse.models._checks import check_tokens
 
 POSITIONS = ("learned", "sinusoidal")
@@ -66,6 +74,12 @@ def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
     return jnp.sum(x * weights, axis=-2) / count
 
 
+def dense(layer: nnx.Linear, x: jax.Array, compute_dtype: Any = None) -> jax.Array:
+    """``layer(x)`` with its matmul under ``compute_dtype`` (see ``fusion._core.matmul``)."""
+    bias = None if layer.bias is None else layer.bias[...]
+    return linear(x, layer.kernel[...], bias, compute_dtype=compute_dtype)
+
+
 def broadcast_token(token: jax.Array, batch: int) -> jax.Array:
     """A learned token ``[K, D]`` (or ``[D]``) repeated for every example: ``[B, K, D]``."""
     token = jnp.reshape(token, (1, -1, token.shape[-1]))
@@ -80,12 +94,23 @@ class TokenEmbedding(nnx.Module):
       d_model: the model width D.
       max_len: the longest sequence (size of the learned position table).
       positions: ``"learned"`` or ``"sinusoidal"``.
+      compute_dtype: the projection's matmul operand dtype (None: float32).
       rngs: initialises the weights.
     """
 
-    def __init__(self, in_dim: int, d_model: int, *, max_len: int, positions: str, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        in_dim: int,
+        d_model: int,
+        *,
+        max_len: int,
+        positions: str,
+        compute_dtype: Any = None,
+        rngs: nnx.Rngs,
+    ):
         self.positions = check_choice(positions, POSITIONS, "positions", "TokenEmbedding")
         self.d_model = d_model
+        self.compute_dtype = compute_dtype
         self.project = nnx.Linear(in_dim, d_model, rngs=rngs)
         if positions == "learned":
             self.position_table = nnx.Param(EMBED_INIT(rngs.params(), (max_len, d_model)))
@@ -97,7 +122,7 @@ class TokenEmbedding(nnx.Module):
             pos = jnp.take(self.position_table[...], positions, axis=0)  # [B, T, D]
         else:
             pos = sinusoidal_embedding(positions, self.d_model)  # [B, T, D]
-        return self.project(x) + pos
+        return dense(self.project, x, self.compute_dtype) + pos
 
 
 def token_embeddings(
@@ -107,13 +132,21 @@ def token_embeddings(
     max_len: int,
     positions: str,
     name: str,
+    compute_dtype: Any = None,
     rngs: nnx.Rngs,
 ) -> nnx.List:
     """One ``TokenEmbedding`` per modality (``[B, T_m, d_m] -> [B, T_m, d_model]``)."""
     check_choice(positions, POSITIONS, "positions", name)
     return nnx.List(
         [
-            TokenEmbedding(d, d_model, max_len=max_len, positions=positions, rngs=rngs)
+            TokenEmbedding(
+                d,
+                d_model,
+                max_len=max_len,
+                positions=positions,
+                compute_dtype=compute_dtype,
+                rngs=rngs,
+            )
             for d in in_dims
         ]
     )
@@ -140,16 +173,24 @@ class RawTokenModel(nnx.Module):
         max_len: int,
         positions: str,
         pad_value: float | None,
+        compute_dtype: Any,
         rngs: nnx.Rngs,
     ):
         name = type(self).__name__
+        self.compute_dtype = check_compute_dtype(compute_dtype, name)
         self.in_dims, self.out_dim = check_dims(in_dims, out_dim, name)
         check_transformer_sizes(d_model, num_heads, num_layers, mlp_dim, max_len, name)
         self.pool = check_choice(pool, POOLS, "pool", name)
         self.max_len = max_len
         self.pad_value = pad_value
         self.embed = token_embeddings(
-            self.in_dims, d_model, max_len=max_len, positions=positions, name=name, rngs=rngs
+            self.in_dims,
+            d_model,
+            max_len=max_len,
+            positions=positions,
+            name=name,
+            compute_dtype=self.compute_dtype,
+            rngs=rngs,
         )
 
     def embed_tokens(
@@ -175,14 +216,16 @@ class SelfAttention(nnx.Module):
     Args:
       d_model: the model width D.
       num_heads: attention heads H (dividing D).
+      compute_dtype: the matmul operand dtype (None: float32); the softmax is float32.
       rngs: initialises the weights.
 
     References:
       Vaswani et al., "Attention Is All You Need", NeurIPS 2017.
     """
 
-    def __init__(self, d_model: int, num_heads: int, *, rngs: nnx.Rngs):
+    def __init__(self, d_model: int, num_heads: int, *, compute_dtype: Any = None, rngs: nnx.Rngs):
         self.num_heads = num_heads
+        self.compute_dtype = compute_dtype
         self.query = nnx.Linear(d_model, d_model, rngs=rngs)
         self.key = nnx.Linear(d_model, d_model, use_bias=False, rngs=rngs)
         self.value = nnx.Linear(d_model, d_model, rngs=rngs)
@@ -192,15 +235,17 @@ class SelfAttention(nnx.Module):
         """``x: [B, T, D]``, ``mask: [B, T]`` (keys that may be read) -> ``[B, T, D]``."""
         batch, length, width = x.shape
         heads = (batch, length, self.num_heads, width // self.num_heads)
-        q = jnp.reshape(self.query(x), heads)  # [B, T, H, D/H]
-        k = jnp.reshape(self.key(x), heads)
-        v = jnp.reshape(self.value(x), heads)
-        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(float(heads[-1]))  # [B, H, T, T]
+        cd = self.compute_dtype
+        q = jnp.reshape(dense(self.query, x, cd), heads)  # [B, T, H, D/H]
+        k = jnp.reshape(dense(self.key, x, cd), heads)
+        v = jnp.reshape(dense(self.value, x, cd), heads)
+        scale = jnp.sqrt(float(heads[-1]))
+        logits = einsum("bqhd,bkhd->bhqk", q, k, compute_dtype=cd) / scale  # [B, H, T, T]
         # A finite floor rather than -inf: a row with no real key stays finite (uniform).
         logits = jnp.where(mask[:, None, None, :], logits, jnp.finfo(logits.dtype).min)
         weights = jax.nn.softmax(logits, axis=-1)
-        out = jnp.einsum("bhqk,bkhd->bqhd", weights, v)  # [B, T, H, D/H]
-        return self.out(jnp.reshape(out, x.shape))  # [B, T, D]
+        out = einsum("bhqk,bkhd->bqhd", weights, v, compute_dtype=cd)  # [B, T, H, D/H]
+        return dense(self.out, jnp.reshape(out, x.shape), cd)  # [B, T, D]
 
 
 class TransformerBlock(nnx.Module):
@@ -213,6 +258,7 @@ class TransformerBlock(nnx.Module):
       d_model: the model width D.
       num_heads: attention heads (dividing D).
       mlp_dim: the hidden width of the MLP (GELU).
+      compute_dtype: the matmul operand dtype (None: float32); layer norms are float32.
       rngs: initialises the weights.
 
     References:
@@ -220,9 +266,18 @@ class TransformerBlock(nnx.Module):
       Layer Normalization in the Transformer Architecture", ICML 2020 (pre-LN).
     """
 
-    def __init__(self, d_model: int, num_heads: int, mlp_dim: int, *, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        mlp_dim: int,
+        *,
+        compute_dtype: Any = None,
+        rngs: nnx.Rngs,
+    ):
+        self.compute_dtype = compute_dtype
         self.attention_norm = nnx.LayerNorm(d_model, rngs=rngs)
-        self.attention = SelfAttention(d_model, num_heads, rngs=rngs)
+        self.attention = SelfAttention(d_model, num_heads, compute_dtype=compute_dtype, rngs=rngs)
         self.mlp_norm = nnx.LayerNorm(d_model, rngs=rngs)
         self.mlp_in = nnx.Linear(d_model, mlp_dim, rngs=rngs)
         self.mlp_out = nnx.Linear(mlp_dim, d_model, rngs=rngs)
@@ -230,4 +285,5 @@ class TransformerBlock(nnx.Module):
     def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
         """``x: [B, T, D]``, ``mask: [B, T]`` -> ``[B, T, D]``."""
         x = x + self.attention(self.attention_norm(x), mask)
-        return x + self.mlp_out(jax.nn.gelu(self.mlp_in(self.mlp_norm(x))))
+        hidden = jax.nn.gelu(dense(self.mlp_in, self.mlp_norm(x), self.compute_dtype))
+        return x + dense(self.mlp_out, hidden, self.compute_dtype)
