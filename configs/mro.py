@@ -37,6 +37,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model = ml_collections.ConfigDict()
     config.model.hidden_dims = (32,)
     config.model.max_order = ml_collections.config_dict.placeholder(int)  # default: M
+    # unset: float32; "bfloat16": bf16 matmul operands, float32 accumulation and parameters
+    config.model.compute_dtype = ml_collections.config_dict.placeholder(str)
     config.optim = optim_section()
     config.train = train_section(num_steps=1500)
     config.mesh = mesh_section()

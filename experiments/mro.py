@@ -71,6 +71,7 @@ def train_run(config, task: _common.Task, seed: int, run_dir: pathlib.Path) -> d
         task.num_outputs,
         hidden_dims=tuple(config.model.hidden_dims),
         max_order=config.model.get("max_order"),
+        compute_dtype=config.model.get("compute_dtype"),
         rngs=nnx.Rngs(seed),
     )
     objective_fns = objective(task, config.penalty)

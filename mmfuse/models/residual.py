@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -52,6 +53,8 @@ class ResidualFusion(nnx.Module):
       hidden_dims: the hidden widths of every branch's MLP.
       max_order: the largest subset size that gets a branch, in [1, M]; default M.
       activation: the MLPs' activation (a name in ``MLP``'s list or a function).
+      compute_dtype: the branches' matmul operand dtype, e.g. ``jnp.bfloat16`` (see
+        ``MLP``); None (default): float32.
       rngs: initialises the weights.
 
     Attributes:
@@ -72,6 +75,7 @@ class ResidualFusion(nnx.Module):
         hidden_dims: Sequence[int] = (32,),
         max_order: int | None = None,
         activation: str | Callable[[jax.Array], jax.Array] = "relu",
+        compute_dtype: Any = None,
         rngs: nnx.Rngs,
     ):
         name = "ResidualFusion"
@@ -104,6 +108,7 @@ class ResidualFusion(nnx.Module):
                     hidden_dims,
                     out_dim,
                     activation=activation,
+                    compute_dtype=compute_dtype,
                     rngs=rngs,
                 )
                 for subset in self.subsets

@@ -164,3 +164,13 @@ def test_transformers_compute_in_bf16_with_float32_parameters(cls):
     assert {str(leaf.dtype) for leaf in jax.tree.leaves(nnx.state(bf16))} == {"float32"}
     error = relative_error(bf16(xs), f32(xs))
     assert 0 < error < 3e-2
+
+
+def test_residual_fusion_branches_compute_in_bf16():
+    def make(dtype):
+        return models.ResidualFusion((5, 3), 2, compute_dtype=dtype, rngs=nnx.Rngs(0))
+
+    xs = inputs((5, 3), batch=8)
+    found = dot_generals(jax.make_jaxpr(make(BF16))(xs).jaxpr)
+    assert len(found) == 6 and operand_dtypes(found) == {"bfloat16"}  # 3 branches x 2 layers
+    assert 0 < relative_error(make(BF16)(xs), make(None)(xs)) < 2e-2
