@@ -71,11 +71,15 @@ def train_operator(
     batch_size: int = 128,
     learning_rate: float = 1e-2,
     seed: int = 0,
+    options: dict[str, Any] | None = None,
 ) -> dict[str, float]:
-    """Trains ``name`` (raw modalities -> 2 logits) with Adam; returns test accuracy etc."""
+    """Trains ``name`` (raw modalities -> 2 logits) with Adam; returns test accuracy etc.
+
+    ``options`` are added to the demo options (e.g. ``compute_dtype``)."""
     (train_xs, train_y), (test_xs, test_y) = train, test
     in_dims = tuple(x.shape[-1] for x in train_xs)
-    op = fusion.create(name, in_dims, 2, rngs=nnx.Rngs(seed), **DEMO_OPTIONS.get(name, {}))
+    options = {**DEMO_OPTIONS.get(name, {}), **(options or {})}
+    op = fusion.create(name, in_dims, 2, rngs=nnx.Rngs(seed), **options)
     stochastic = getattr(op, "stochastic", False)
     graphdef, params = nnx.split(op)
     num_params = sum(x.size for x in jax.tree.leaves(params))

@@ -44,3 +44,17 @@ def test_tasks_are_seeded_and_labels_match_their_definition():
     assert 0 < y.mean() < 1
     with pytest.raises(ValueError, match="unknown task 'and'; tasks: xor, sum"):
         expressivity.make_task("and", 4)
+
+
+def test_operators_trained_in_bf16_solve_xor_too():
+    results = expressivity.run(
+        ("tensor", "low_rank_tensor", "nonlinear", "additive"),
+        ("xor",),
+        steps=600,
+        num_train=1000,
+        num_test=1000,
+        options={"compute_dtype": "bfloat16"},
+    )["xor"]
+    for name in ("tensor", "low_rank_tensor", "nonlinear"):
+        assert results[name]["accuracy"] >= 0.97, (name, results)
+    assert results["additive"]["accuracy"] <= 0.6, results
