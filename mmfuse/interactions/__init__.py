@@ -6,8 +6,9 @@
 - ``emap_model``: the same for an mmfuse model, encoding each modality only once
   (and an early-fusion MLP's first layer too; ``kernel="pallas"`` fuses the pass over
   the pairs of a two-modality MLP head into one kernel);
-- ``sharded_emap`` / ``sharded_emap_decompose``: the same with the examples sharded by
-  rows over the devices of a mesh, each device pairing its rows with all columns;
+- ``sharded_emap`` / ``sharded_emap_decompose`` / ``sharded_emap_model``: the same
+  with the examples sharded by rows over the devices of a mesh, each device pairing
+  its rows with all columns;
 - ``emap_report``: accuracy / AUC / MSE of the model, its projection and its unimodal
   marginals; ``rank_interactions``: the examples that rely most on interactions;
 - ``metrics``: the metrics themselves.
@@ -25,7 +26,7 @@
 
 from mmfuse.interactions import metrics
 from mmfuse.interactions._emap import EmapDecomposition, emap, emap_decompose
-from mmfuse.interactions._model import emap_model, model_fn
+from mmfuse.interactions._model import emap_model, model_fn, sharded_emap_model
 from mmfuse.interactions._pid import PID, pid
 from mmfuse.interactions._pid_samples import Discretized, pid_from_samples
 from mmfuse.interactions._report import EmapReport, emap_report, rank_interactions
@@ -47,4 +48,5 @@ __all__ = [
     "rank_interactions",
     "sharded_emap",
     "sharded_emap_decompose",
+    "sharded_emap_model",
 ]

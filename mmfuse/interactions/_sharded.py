@@ -42,7 +42,12 @@ from mmfuse.interactions._checks import (
     output_spec,
 )
 from mmfuse.interactions._emap import EmapDecomposition, _raise_if_nonfinite
-from mmfuse.interactions._exact import default_block_size, exact_sums, saturating_add
+from mmfuse.interactions._exact import (
+    BlockFn,
+    default_block_size,
+    exact_sums,
+    saturating_add,
+)
 from mmfuse.interactions._monte_carlo import sampled_moments
 
 try:  # jax >= 0.6 exports shard_map at the top level
@@ -123,17 +128,51 @@ def sharded_emap_decompose(
       Hessel and Lee, "Does my multimodal model learn cross-modal interactions? It's
       harder to tell than you might think!", EMNLP 2020.
     """
-    name = "sharded_emap"
-    xs = check_inputs(inputs, name)
+    return decompose(
+        fn,
+        check_inputs(inputs, "sharded_emap"),
+        mesh=mesh,
+        axis_name=axis_name,
+        block_size=block_size,
+        num_samples=num_samples,
+        key=key,
+        name="sharded_emap",
+    )
+
+
+def row_sharding(
+    mesh: Mesh, axis_name: str | Sequence[str] | None, n: int, name: str
+) -> NamedSharding:
+    """``NamedSharding(mesh, P(axes))`` for N examples split by rows, checked."""
     axes = _row_axes(mesh, axis_name, name)
     num_devices = math.prod(mesh.shape[a] for a in axes)
-    num_modalities, n = len(xs), xs[0].shape[0]
     if n % num_devices:
         raise ValueError(
             f"{name}: N = {n} examples do not split evenly over the {num_devices} devices "
             f"of mesh axes {axes}; pad or trim N to a multiple of {num_devices}"
         )
-    local = n // num_devices
+    return NamedSharding(mesh, P(axes))
+
+
+def decompose(
+    fn: ModelFn,
+    xs: tuple[jax.Array, ...],
+    *,
+    mesh: Mesh,
+    axis_name: str | Sequence[str] | None,
+    block_size: int | None,
+    num_samples: int | None,
+    key: jax.Array | None,
+    name: str,
+    block_fn: BlockFn | None = None,
+    block_elements: int = 0,
+) -> EmapDecomposition:
+    """``sharded_emap_decompose`` on checked inputs; ``block_fn`` as for ``exact_sums``
+    (exact mode), with ``block_elements`` more values per pair for the block size."""
+    rows = row_sharding(mesh, axis_name, xs[0].shape[0], name)
+    axes = _row_axes(mesh, axis_name, name)
+    num_modalities, n = len(xs), xs[0].shape[0]
+    local = n // math.prod(mesh.shape[a] for a in axes)
     block_size, num_samples = check_mode(block_size, num_samples, key, name)
     if num_samples is None and 2 * local * n ** (num_modalities - 2) > MAX_INDEX:
         raise ValueError(
@@ -142,7 +181,6 @@ def sharded_emap_decompose(
         )
 
     spec = output_spec(fn, xs, name)
-    rows = NamedSharding(mesh, P(axes))
     xs = tuple(jax.device_put(x, rows) for x in xs)
     out_shape = tuple(spec.shape[1:])
     compute = functools.partial(
@@ -156,6 +194,8 @@ def sharded_emap_decompose(
         block_size=block_size,
         num_samples=num_samples,
         name=name,
+        block_fn=block_fn,
+        block_elements=block_elements,
     )
     batched = P(axes)
     exact = num_samples is None
@@ -233,6 +273,8 @@ def _local(
     block_size: int | None,
     num_samples: int | None,
     name: str,
+    block_fn: BlockFn | None,
+    block_elements: int,
 ) -> EmapDecomposition:
     """One device's part: its n = N/D rows ``xs[m]: [n, ...]`` -> its rows of the result."""
     num_modalities, local = len(xs), xs[0].shape[0]
@@ -249,8 +291,10 @@ def _local(
         # this device's modality-0 rows against every example of the other modalities
         paired = (xs[0], *(gather(x) for x in xs[1:]))
         num_rows = local * n ** (num_modalities - 2)
-        rows = block_size or default_block_size(num_rows, n * pair_elements)
-        sums, count = exact_sums(fn, paired, shift, min(rows, num_rows), dtype, name)
+        rows = block_size or default_block_size(num_rows, n * (pair_elements + block_elements))
+        sums, count = exact_sums(
+            fn, paired, shift, min(rows, num_rows), dtype, name, block_fn=block_fn
+        )
         # S_0 is complete for the local rows; the others sum over every device's rows
         per_example = n ** (num_modalities - 1)
         scattered = [

@@ -75,6 +75,49 @@ def model_check(mesh):
     return float(np.max(np.abs(np.asarray(got) - np.asarray(want))))
 
 
+def model_path_checks(mesh):
+    """``sharded_emap_model`` on the fast paths: tensor fusion's row-shared contraction
+    and an early-fusion MLP head split at its first layer (float32 and bf16), against
+    ``emap_model`` on one device; and Monte-Carlo mode on a tensor model."""
+    from flax import nnx
+
+    from mmfuse import fusion, models
+
+    rngs = nnx.Rngs(0)
+    early = models.FusionModel(
+        [None, None],
+        fusion.create("nonlinear", (3, 5), 4, hidden_dims=(16, 8), rngs=rngs),
+        models.MLP(4, (6,), 3, rngs=rngs),
+    )
+    xs = zoo.vector_inputs(seed=4, batch=16)
+    results = {}
+    for label, model, dtype in [
+        ("tensor", zoo.built("fusion_mlp_tensor"), None),
+        ("tensor_bf16", zoo.built("fusion_mlp_tensor"), jnp.bfloat16),
+        ("split_mlp", early, None),
+        ("split_mlp_bf16", early, jnp.bfloat16),
+    ]:
+        want = interactions.emap_model(model, xs, decompose=True, compute_dtype=dtype)
+        got = interactions.sharded_emap_model(
+            model, xs, mesh=mesh, decompose=True, block_size=3, compute_dtype=dtype
+        )
+        results[label] = {
+            "error": max_rel_error(got, want),
+            "sharded_rows": got.projected.sharding.spec[0] == ("x", "y"),
+        }
+    key = jax.random.key(0)
+    mc = interactions.sharded_emap_model(
+        zoo.built("fusion_mlp_tensor"), xs, mesh=mesh, num_samples=8, key=key
+    )
+    results["monte_carlo_finite"] = bool(np.all(np.isfinite(np.asarray(mc))))
+    try:
+        interactions.sharded_emap_model(early, [x[:12] for x in xs], mesh=mesh)
+        results["indivisible"] = None
+    except ValueError as error:
+        results["indivisible"] = str(error)
+    return results
+
+
 def monte_carlo_checks(mesh):
     """z-scores of sharded Monte-Carlo estimates against exact values, and stderr ratios."""
     n, widths = 64, (3, 2)
@@ -161,6 +204,7 @@ def main():
         "device_count": jax.device_count(),
         "exact": exact_checks(mesh),
         "model": model_check(mesh),
+        "model_paths": model_path_checks(mesh),
         "monte_carlo": monte_carlo_checks(mesh),
         "large": large_monte_carlo(mesh),
         "errors": error_checks(mesh),

@@ -78,3 +78,16 @@ def test_errors_are_clear(results):
     assert "axis_name='z' must name distinct axes of the mesh" in errors["bad_axis"]
     assert "mesh must be a jax.sharding.Mesh" in errors["not_a_mesh"]
     assert "non-finite outputs (nan or inf) for 8 of the 8^2 = 64" in errors["nonfinite"]
+
+
+@pytest.mark.parametrize("label", ["tensor", "tensor_bf16", "split_mlp", "split_mlp_bf16"])
+def test_sharded_emap_model_takes_the_fast_paths_and_matches_one_device(results, label):
+    check = results["model_paths"][label]
+    assert check["error"] < 1e-5  # float32 summation order only (bf16 rounds the same)
+    assert check["sharded_rows"]
+
+
+def test_sharded_emap_model_monte_carlo_and_errors(results):
+    paths = results["model_paths"]
+    assert paths["monte_carlo_finite"]
+    assert "sharded_emap_model: N = 12 examples do not split evenly" in paths["indivisible"]
