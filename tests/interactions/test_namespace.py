@@ -22,6 +22,7 @@ def test_public_names():
         "rank_interactions",
         "sharded_emap",
         "sharded_emap_decompose",
+        "sharded_emap_model",
     } == set(interactions.__all__)
     assert all(hasattr(interactions, name) for name in interactions.__all__)
     assert interactions.metrics.NAMES == ("accuracy", "auc", "mse")
