@@ -11,7 +11,9 @@ would start after that much time, so that a run fits a time slot.
 
 Every record names the device, the jax / flax versions and the sizes, and holds the
 median of repeated timings taken after a warm-up call (which compiles). Records go
-to ``benchmarks/<name>-<platform>[-quick].json`` unless ``--out`` says otherwise.
+to ``benchmarks/<name>-<platform>[-quick].json`` unless ``--out`` says otherwise
+(``<name>``: the subcommand, or what its module's optional ``record_name(args)``
+returns, e.g. ``fusion-bf16`` for ``fusion --dtype bfloat16``).
 
 Adding a benchmark: write a module (in ``scripts/`` or importable from the repository
 root) that defines ``add_arguments(parser)`` and ``run(args, timer) -> dict`` and add
@@ -106,8 +108,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     record = {"benchmark": args.command, **environment(), "quick": args.quick}
     record.update(modules[args.command].run(args, median_time))
+    module = modules[args.command]
+    stem = module.record_name(args) if hasattr(module, "record_name") else args.command
     out = args.out or BENCHMARKS_DIR / (
-        f"{args.command}-{record['platform']}{'-quick' if args.quick else ''}.json"
+        f"{stem}-{record['platform']}{'-quick' if args.quick else ''}.json"
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")

@@ -18,6 +18,17 @@ unless ``--precision highest``. ``torch.compile`` compiles the twin (forward and
 through AOTAutograd, backward; the optimizer stays eager) with dynamic batch sizes;
 a failure to compile is recorded, not fatal.
 
+``--dtype bfloat16`` times mixed precision: the operator is built with
+``compute_dtype=jnp.bfloat16`` (matmul operands in bf16, products accumulated and
+returned in float32; biases, gates, norms, parameters, gradients and the Adam state in
+float32) and each twin's forward, eager and compiled, runs under
+``torch.autocast(<device>, dtype=torch.bfloat16)``, its output cast to float32 for the
+loss. The twins are still checked in float32 as above; in addition the bf16 operator's
+output and gradients, and the twin's under autocast, are checked against the float32
+operator's at the highest precision, all on the same bf16-rounded inputs and weights
+(relative L2 error ≤ ``MIXED_TOLERANCE`` per output and gradient leaf). Its record goes
+to ``fusion-bf16-<platform>.json`` by default.
+
 Timings are the median, over ``--repeats`` samples, of the mean step time in a loop
 of steps long enough to last about ``--sample-seconds``, after warm-up steps.
 Without PyTorch installed only the JAX side runs.
@@ -26,6 +37,7 @@ Without PyTorch installed only the JAX side runs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import importlib.util
 import math
@@ -46,6 +58,10 @@ CMU_MOSI_DIMS = (300, 74, 35)  # text (GloVe), audio (COVAREP), vision (Facet)
 QUICK_DIMS = (24, 12, 8)
 LEARNING_RATE = 1e-3
 CHECK_TOLERANCE = 1e-4  # max |difference| / max |value|, per output and gradient leaf
+# bf16 vs float32 on the same (bf16-rounded) values: ‖difference‖ / ‖float32‖ per output
+# and gradient leaf; measured at most 7e-3 (JAX) and 1.4e-2 (twins under autocast)
+MIXED_TOLERANCE = 5e-2
+DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}  # --dtype -> the operator's compute_dtype
 DEFAULTS = {  # step batches, sequence batches
     "quick": ([8], [4]),
     "cpu": ([32, 128], [32]),
@@ -76,18 +92,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--torch-threads", type=int, default=None, help="CPU threads (default: torch's; quick: 1)"
     )
+    parser.add_argument(
+        "--dtype",
+        choices=tuple(DTYPES),
+        default="float32",
+        help="bfloat16: mmfuse compute_dtype=bfloat16 vs torch.autocast(bfloat16)",
+    )
     parser.add_argument("--seed", type=int, default=0)
+
+
+def record_name(args: argparse.Namespace) -> str:
+    """The default record's name: ``fusion``, or ``fusion-bf16`` for ``--dtype bfloat16``."""
+    return "fusion-bf16" if args.dtype == "bfloat16" else "fusion"
 
 
 # ----------------------------------------------------------------------------- JAX side
 
 
-def build_operator(name: str, dims: tuple[int, ...], out_dim: int, seed: int):
+def build_operator(
+    name: str, dims: tuple[int, ...], out_dim: int, seed: int, compute_dtype: Any = None
+):
     """The operator on all three modalities, or on the first two where it takes two."""
+    options = {"compute_dtype": compute_dtype}
     try:
-        return fusion.create(name, dims, out_dim, rngs=nnx.Rngs(seed)), dims
+        return fusion.create(name, dims, out_dim, rngs=nnx.Rngs(seed), **options), dims
     except ValueError:
-        return fusion.create(name, dims[:2], out_dim, rngs=nnx.Rngs(seed)), dims[:2]
+        return fusion.create(name, dims[:2], out_dim, rngs=nnx.Rngs(seed), **options), dims[:2]
 
 
 def train_step_fns(graphdef: nnx.GraphDef, stochastic: bool) -> tuple[Callable, Callable]:
@@ -182,7 +212,20 @@ def compiled_twin(twin):
     return torch.compile(twin, dynamic=True)
 
 
-def time_torch(twin, xs_np, y_np, repeats: int, target: float, compiled: bool) -> float:
+def autocast(device_type: str, dtype: str):
+    """``torch.autocast`` to ``dtype`` for ``bfloat16``; no context for ``float32``."""
+    import torch
+
+    if dtype == "float32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device_type, dtype=getattr(torch, dtype))
+
+
+def time_torch(
+    twin, xs_np, y_np, repeats: int, target: float, compiled: bool, dtype: str = "float32"
+) -> float:
+    """Median seconds per train step; the forward under ``autocast(dtype)``, the loss in
+    float32."""
     import torch
 
     device = torch_device()
@@ -194,7 +237,9 @@ def time_torch(twin, xs_np, y_np, repeats: int, target: float, compiled: bool) -
 
     def one_step():
         opt.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.mse_loss(model(xs), y)
+        with autocast(device.type, dtype):
+            out = model(xs)  # [..., C], bf16 under autocast
+        loss = torch.nn.functional.mse_loss(out.float(), y)
         loss.backward()
         opt.step()
         return loss
@@ -206,11 +251,9 @@ def time_torch(twin, xs_np, y_np, repeats: int, target: float, compiled: bool) -
     return time_loop(one_step, sync, repeats, target)
 
 
-def check_twin(name: str, op, twin, dims, out_dim: int, lead: tuple[int, ...], seed: int) -> dict:
-    """Output and gradients of the twin against the operator on the same weights."""
-    import torch
-
-    xs_np, y_np = make_batch(dims, out_dim, lead, seed)
+def jax_output_and_grads(op, xs_np, y_np, key) -> tuple[np.ndarray, float, Any]:
+    """The operator's output ``[*lead, C]``, MSE loss and parameter gradients (in the
+    functional form's layout) on ``xs_np``, ``y_np``; ``key`` feeds its sampling."""
     loss_fn, _, state, _ = jax_train_step(op)
     stochastic = getattr(op, "stochastic", False)
     graphdef = nnx.split(op)[0]
@@ -221,28 +264,50 @@ def check_twin(name: str, op, twin, dims, out_dim: int, lead: tuple[int, ...], s
         loss, grads = jax.value_and_grad(loss_fn)(state, xs, y, key)
         return out, loss, nnx.merge(graphdef, grads).functional_params()
 
-    key = jax.random.key(seed)
-    with jax.default_matmul_precision("highest"):
-        out, loss, jax_grads = forward_and_grads(
-            state, [jnp.asarray(x) for x in xs_np], jnp.asarray(y_np), key
-        )
+    out, loss, grads = forward_and_grads(
+        state, [jnp.asarray(x) for x in xs_np], jnp.asarray(y_np), key
+    )
+    return np.asarray(out), float(loss), jax.tree.map(np.asarray, grads)
+
+
+def twin_output_and_grads(
+    op, twin, xs_np, y_np, key, dtype: str = "float32"
+) -> tuple[np.ndarray, float, Any]:
+    """``jax_output_and_grads`` of the twin on the CPU, loaded with ``op``'s parameters,
+    its forward under ``autocast(dtype)``, the loss in float32 (``hard_gated``: the
+    Gumbel noise the operator draws from ``key``)."""
+    import torch
 
     twin = twin.cpu().train()
     twin.load(op.functional_params())
+    kwargs = {}
+    if getattr(op, "stochastic", False):
+        logits_shape = (*xs_np[0].shape[:-1], len(xs_np))
+        kwargs["noise"] = torch.from_numpy(
+            np.array(jax.random.gumbel(key, logits_shape, jnp.float32))
+        )
+    twin.zero_grad(set_to_none=True)
+    with autocast("cpu", dtype):
+        out = twin([torch.from_numpy(x) for x in xs_np], **kwargs)  # [*lead, C]
+    out = out.float()
+    loss = torch.nn.functional.mse_loss(out, torch.from_numpy(y_np))
+    loss.backward()
+    return out.detach().numpy(), loss.item(), twin.grads()
+
+
+def check_twin(name: str, op, twin, dims, out_dim: int, lead: tuple[int, ...], seed: int) -> dict:
+    """Output and gradients of the twin against the operator on the same weights."""
+    import torch
+
+    xs_np, y_np = make_batch(dims, out_dim, lead, seed)
+    key = jax.random.key(seed)
+    with jax.default_matmul_precision("highest"):
+        out, loss, jax_grads = jax_output_and_grads(op, xs_np, y_np, key)
+
     previous = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision("highest")
     try:
-        kwargs = {}
-        if stochastic:  # the Gumbel noise the operator drew from `key`
-            logits_shape = (*lead, len(dims))
-            kwargs["noise"] = torch.from_numpy(
-                np.array(jax.random.gumbel(key, logits_shape, jnp.float32))
-            )
-        twin.zero_grad(set_to_none=True)
-        out_t = twin([torch.from_numpy(x) for x in xs_np], **kwargs)
-        loss_t = torch.nn.functional.mse_loss(out_t, torch.from_numpy(y_np))
-        loss_t.backward()
-        loss_t = loss_t.detach()
+        out_t, loss_t, twin_grads = twin_output_and_grads(op, twin, xs_np, y_np, key)
     finally:
         torch.set_float32_matmul_precision(previous)
 
@@ -250,16 +315,70 @@ def check_twin(name: str, op, twin, dims, out_dim: int, lead: tuple[int, ...], s
         a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
         return float(np.max(np.abs(a - b)) / max(np.max(np.abs(a)), 1e-30)) if a.size else 0.0
 
-    grad_diffs = jax.tree.map(rel, jax_grads, twin.grads())
+    grad_diffs = jax.tree.map(rel, jax_grads, twin_grads)
     worst_grad = max(jax.tree.leaves(grad_diffs), default=0.0)
-    output_diff = rel(out, out_t.detach().numpy())
+    output_diff = rel(out, out_t)
     return {
         "shape": list(lead),
         "output_max_relative_difference": output_diff,
-        "loss_difference": abs(float(loss) - loss_t.item()),
+        "loss_difference": abs(loss - loss_t),
         "gradient_max_relative_difference": worst_grad,
         "agree": bool(output_diff <= CHECK_TOLERANCE and worst_grad <= CHECK_TOLERANCE),
     }
+
+
+def relative_l2(value, reference) -> float:
+    """``‖value - reference‖ / ‖reference‖`` (0 where both are 0)."""
+    value, reference = np.asarray(value, np.float64), np.asarray(reference, np.float64)
+    error, norm = np.linalg.norm(value - reference), np.linalg.norm(reference)
+    return float(error / norm) if norm > 0 else (0.0 if error == 0 else math.inf)
+
+
+def check_mixed(
+    op, reference, twin, dims, out_dim: int, lead: tuple[int, ...], seed: int, dtype: str
+) -> dict:
+    """Output and gradients of the low-precision operator ``op`` and, unless ``twin`` is
+    None, of the twin under ``autocast(dtype)`` against the float32 operator
+    ``reference`` (highest precision): relative L2 errors, the gradients' the worst over
+    the parameter leaves.
+
+    All three see the same values: the inputs and the (shared) parameters rounded to
+    ``dtype`` first, so that the errors are those of the low-precision computation
+    (intermediate matmul operands, backward cotangents). Rounding only the inputs of the
+    low-precision side moves ReLU units across their kink, which alone changed gradient
+    leaves by up to 17% (``nonlinear``, ``modality_shift``'s gates at 5 examples).
+    """
+
+    def rounded(a):  # in NumPy (ml_dtypes), without compiling a cast per array
+        if not jnp.issubdtype(a.dtype, jnp.floating):
+            return a
+        return np.asarray(a).astype(jnp.dtype(dtype)).astype(a.dtype)
+
+    graphdef, state = nnx.split(reference)
+    state = jax.tree.map(rounded, state)
+    reference, op = nnx.merge(graphdef, state), nnx.merge(nnx.graphdef(op), state)
+    xs_np, y_np = make_batch(dims, out_dim, lead, seed)
+    xs_np = [rounded(x) for x in xs_np]
+    key = jax.random.key(seed)
+    with jax.default_matmul_precision("highest"):
+        out_ref, _, grads_ref = jax_output_and_grads(reference, xs_np, y_np, key)
+
+    def errors(out, grads) -> tuple[float, float]:
+        leaves = jax.tree.leaves(jax.tree.map(relative_l2, grads, grads_ref))
+        return relative_l2(out, out_ref), max(leaves, default=0.0)
+
+    out, _, grads = jax_output_and_grads(op, xs_np, y_np, key)
+    check = {"shape": list(lead)}
+    check["output_relative_l2"], check["gradient_relative_l2"] = errors(out, grads)
+    if twin is not None:
+        out_t, _, grads_t = twin_output_and_grads(reference, twin, xs_np, y_np, key, dtype)
+        check["twin_output_relative_l2"], check["twin_gradient_relative_l2"] = errors(
+            out_t, grads_t
+        )
+    check["agree"] = all(
+        v <= MIXED_TOLERANCE for k, v in check.items() if k.endswith("relative_l2")
+    )
+    return check
 
 
 # ---------------------------------------------------------------------------- the bench
@@ -303,13 +422,20 @@ def run(args: argparse.Namespace, timer: Callable) -> dict:
                 "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                 "threads": torch.get_num_threads(),
                 "compile": not args.no_compile and not args.quick,
+                "autocast": None if args.dtype == "float32" else args.dtype,
                 "timed": time_twins,
             }
     compile_twins = time_twins and torch_info["compile"]
 
+    mixed = args.dtype != "float32"
     operators, built = {}, {}
     for name in names:
-        op, op_dims = built[name] = build_operator(name, dims, out_dim, args.seed)
+        reference, op_dims = build_operator(name, dims, out_dim, args.seed)  # float32
+        op = reference
+        if mixed:  # the same operator with low-precision matmuls, on the same weights
+            op, _ = build_operator(name, dims, out_dim, args.seed, DTYPES[args.dtype])
+            nnx.update(op, nnx.state(reference, nnx.Param))
+        built[name] = op, op_dims
         entry = operators[name] = {
             "in_dims": list(op_dims),
             "out_dim": out_dim,
@@ -319,9 +445,19 @@ def run(args: argparse.Namespace, timer: Callable) -> dict:
             checks = []
             for lead in ((5,), (3, 2)):  # [B, d] and [B, T, d]
                 twin = twins_module.create(name, op_dims, out_dim)
-                checks.append(check_twin(name, op, twin, op_dims, out_dim, lead, args.seed))
+                checks.append(check_twin(name, reference, twin, op_dims, out_dim, lead, args.seed))
             entry["twin_check"] = checks
             entry["twin_agrees"] = all(c["agree"] for c in checks)
+        if mixed:
+            checks = []
+            for lead in ((5,), (3, 2)):
+                twin = None if twins_module is None else twins_module.create(name, op_dims, out_dim)
+                checks.append(
+                    check_mixed(op, reference, twin, op_dims, out_dim, lead, args.seed, args.dtype)
+                )
+            entry["mixed_precision_check"] = checks
+            entry["mixed_precision_agrees"] = all(c["agree"] for c in checks)
+            print(format_mixed(name, checks), flush=True)
 
     shapes = [("step", b, (b,)) for b in batches] + [("seq", b, (b, seq_len)) for b in seq_batches]
     results, skipped = [], []
@@ -343,7 +479,9 @@ def run(args: argparse.Namespace, timer: Callable) -> dict:
                     twin = twins_module.create(name, op_dims, out_dim)
                     twin.load(op.functional_params())
                     try:
-                        ms = 1e3 * time_torch(twin, xs, y, args.repeats, target, compiled)
+                        ms = 1e3 * time_torch(
+                            twin, xs, y, args.repeats, target, compiled, args.dtype
+                        )
                     except Exception as error:  # a failed compile is a result
                         row[f"{label}_ms"] = failure(error)
                         continue
@@ -355,14 +493,18 @@ def run(args: argparse.Namespace, timer: Callable) -> dict:
     return {
         "dims": {"text": dims[0], "audio": dims[1], "vision": dims[2], "out": out_dim},
         "seq_len": seq_len,
-        "dtype": "float32",
+        "dtype": args.dtype,  # of the matmul operands (bfloat16: mixed precision)
+        "mixed_precision_tolerance": MIXED_TOLERANCE if mixed else None,
         "matmul_precision": args.precision,
         "optimizer": f"adam(lr={LEARNING_RATE}), MSE loss",
         "pytorch": torch_info,
         "operators": operators,
         "results": results,
         "skipped_for_time": skipped,
-        "agree": all(e.get("twin_agrees", True) for e in operators.values()),
+        "agree": all(
+            e.get("twin_agrees", True) and e.get("mixed_precision_agrees", True)
+            for e in operators.values()
+        ),
     }
 
 
@@ -379,6 +521,17 @@ def format_row(row: dict) -> str:
                 f"x{ratio:6.2f}" if ratio is not None and math.isfinite(ratio) else " " * 7
             )
     return text
+
+
+def format_mixed(name: str, checks: list[dict]) -> str:
+    """One line of the mixed-precision check: the worst relative L2 error over the
+    input shapes of the operator's and the twin's output and gradients."""
+    text = f"{name:16} relative L2 error vs float32:"
+    for key in ("output", "gradient", "twin_output", "twin_gradient"):
+        values = [c[f"{key}_relative_l2"] for c in checks if f"{key}_relative_l2" in c]
+        if values:
+            text += f" | {key.replace('_', ' ')} {max(values):.2e}"
+    return text + f" | {'agree' if all(c['agree'] for c in checks) else 'DISAGREE'}"
 
 
 def print_table(results: list[dict]) -> None:

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The three benchmarks at GPU sizes, in about 9 minutes on one H100 / H200:
 #   scripts/bench_gpu.sh [OUT_DIR]        (default OUT_DIR: benchmarks/)
-# Writes OUT_DIR/{memory,emap,emap-tiles,fusion}-gpu.json and a log of each run;
-# emap-tiles times five tilings of the fused EMAP kernel at the target size (bf16
-# MLP head, N = 32,768). Every benchmark
+# Writes OUT_DIR/{memory,emap,emap-tiles,fusion,fusion-bf16}-gpu.json and a log of each
+# run; emap-tiles times five tilings of the fused EMAP kernel at the target size (bf16
+# MLP head, N = 32,768); fusion-bf16 times the train steps with bf16 matmuls (mmfuse
+# compute_dtype vs torch.autocast) at B = 256 and 1024, [B, d] only, PyTorch eager
+# only (torch.compile would not fit its minute). Every benchmark
 # has a time budget: what would start after it is skipped and listed in its record
 # ("skipped_for_time"), so a slow device still yields results. Needs jax with CUDA,
 # flax, optax and torch (for the PyTorch twins); nothing else is imported.
@@ -34,5 +36,7 @@ run memory memory 30
 run emap emap-tiles 60 --heads mlp --dtypes bfloat16 --n 32768 --skip-reference \
   --repeats 3 --fused-tiles 64x2x8 64x1x4 128x1x8x32 64x2x8x128 128x2x8
 run emap emap 170 --repeats 3
-run fusion fusion 220 --repeats 5
+run fusion fusion 180 --repeats 5
+run fusion fusion-bf16 60 --dtype bfloat16 --batches 256 1024 --seq-batches --no-compile \
+  --repeats 3
 exit $status

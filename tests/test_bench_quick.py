@@ -2,7 +2,9 @@
 
 - ``fusion``: every PyTorch twin (``benchmarks/torch_twins.py``) computes its mmfuse
   operator's output and parameter gradients on the same weights (skipped without torch);
-  without torch the JAX train steps still run;
+  without torch the JAX train steps still run; with ``--dtype bfloat16`` the bf16
+  operator, and the twin under ``torch.autocast`` (where torch is installed), stay
+  within the bf16 tolerance of the float32 operator, and the record is named for it;
 - ``memory``: tensor fusion's train-step memory grows with the product of the widths,
   low-rank tensor fusion's linearly.
 """
@@ -61,6 +63,46 @@ def test_bench_fusion_quick_runs_without_torch(tmp_path):
         (op, shape) for op in ("tensor", "hard_gated") for shape in ("step", "seq")
     }
     assert all(r["jax_ms"] > 0 and "torch_eager_ms" not in r for r in record["results"])
+
+
+def test_bench_fusion_quick_bf16_matches_float32(tmp_path, monkeypatch):
+    has_torch = importlib.util.find_spec("torch") is not None
+    ops = ("modality_shift", "nonlinear")  # gates and a norm; ReLU layers
+    bench = _bench()
+    monkeypatch.syspath_prepend(str(bench.BENCHMARKS_DIR))  # the twins stay importable
+    bench.BENCHMARKS_DIR = tmp_path  # where the record goes without --out
+    argv = ["fusion", "--quick", "--repeats", "1", "--seq-batches", "--dtype", "bfloat16"]
+    assert bench.main([*argv, "--ops", *ops]) == 0
+    record = json.loads((tmp_path / "fusion-bf16-cpu-quick.json").read_text())
+    assert record["dtype"] == "bfloat16" and record["agree"]
+    tolerance = record["mixed_precision_tolerance"]
+    assert 0 < tolerance <= 5e-2
+    sides = ("", "twin_") if has_torch else ("",)
+    assert set(record["operators"]) == set(ops)
+    for name, entry in record["operators"].items():
+        checks = entry["mixed_precision_check"]
+        assert [check["shape"] for check in checks] == [[5], [3, 2]]  # [B, d] and [B, T, d]
+        assert entry["mixed_precision_agrees"]
+        for check in checks:
+            for side in sides:
+                for part in ("output", "gradient"):
+                    assert check[f"{side}{part}_relative_l2"] <= tolerance, (name, side, part)
+            # the timed sides compute in bf16: their backward rounds the cotangents, and
+            # autocast the twin's matmul outputs (float32 would give errors near 1e-7)
+            assert check["gradient_relative_l2"] > 1e-4, name
+            if has_torch:
+                assert check["twin_output_relative_l2"] > 1e-4, name
+            else:
+                assert "twin_output_relative_l2" not in check
+        if has_torch:  # the twins themselves are checked in float32, as without --dtype
+            assert entry["twin_agrees"]
+    if has_torch:
+        assert record["pytorch"]["autocast"] == "bfloat16"
+    rows = record["results"]
+    assert {(r["op"], r["shape"]) for r in rows} == {(op, "step") for op in ops}
+    for row in rows:
+        assert row["jax_ms"] > 0
+        assert row["torch_eager_ms"] > 0 if has_torch else "torch_eager_ms" not in row
 
 
 def test_bench_memory_quick_tensor_grows_faster_than_low_rank(tmp_path):
