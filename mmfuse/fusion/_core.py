@@ -13,6 +13,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.custom_derivatives import SymbolicZero
 
 Initializer = Callable[[jax.Array, tuple[int, ...], Any], jax.Array]
 Params = dict[str, Any]
@@ -215,26 +216,30 @@ def _mixed_precision(product: Callable[..., jax.Array], dtype: Any, *operands: j
 
     Differentiating through plain casts would leave the backward matmuls with one
     float32 operand (the cotangent of the float32 product), which XLA then computes
-    in float32; the custom rule casts the cotangent down and differentiates the
-    ``dtype`` product instead. Forward-mode differentiation is not defined for it.
+    in float32. The custom JVP instead multiplies each tangent, cast to ``dtype``, by
+    the other ``dtype`` operands (``product`` is linear in each operand) and only then
+    widens the result: its transpose, the backward pass, casts the cotangent down to
+    ``dtype`` and runs the gradient matmuls on ``dtype`` operands. Forward mode
+    (``jax.jvp``, ``jax.jacfwd``) and higher derivatives work as for any function;
+    operands that are not differentiated cost no tangent matmul.
     """
     accumulate = jnp.promote_types(dtype, jnp.float32)
-    dtypes = tuple(x.dtype for x in operands)
 
-    @jax.custom_vjp
+    @jax.custom_jvp
     def apply(*xs):
         return product(*(x.astype(dtype) for x in xs), preferred_element_type=accumulate)
 
-    def forward(*xs):
-        low = tuple(x.astype(dtype) for x in xs)
-        return product(*low, preferred_element_type=accumulate), low
+    def jvp(primals, tangents):
+        low = tuple(x.astype(dtype) for x in primals)
+        out = product(*low, preferred_element_type=accumulate)
+        terms = [  # d product = sum_i product(..., d operand_i, ...), each in dtype
+            product(*low[:i], t.astype(dtype), *low[i + 1 :]).astype(accumulate)
+            for i, t in enumerate(tangents)
+            if not isinstance(t, SymbolicZero)
+        ]
+        return out, functools.reduce(jnp.add, terms) if terms else jnp.zeros_like(out)
 
-    def backward(low, cotangent):
-        _, pullback = jax.vjp(product, *low)  # a product in dtype, cotangent in dtype
-        grads = pullback(cotangent.astype(dtype))
-        return tuple(g.astype(d) for g, d in zip(grads, dtypes, strict=True))
-
-    apply.defvjp(forward, backward)
+    apply.defjvp(jvp, symbolic_zeros=True)
     return apply(*operands)
 
 

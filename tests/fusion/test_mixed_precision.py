@@ -129,6 +129,51 @@ def test_matmul_and_einsum_work_under_jit_and_vmap():
     np.testing.assert_array_equal(einsum("nti,ij->ntj", a, b, compute_dtype=BF16), expected)
 
 
+def test_forward_mode_multiplies_the_tangents_in_bf16_too():
+    a = jax.random.normal(jax.random.key(0), (4, 6))
+    b = jax.random.normal(jax.random.key(1), (6, 3))
+    da = jax.random.normal(jax.random.key(2), (4, 6))
+    out, tangent = jax.jvp(lambda a: matmul(a, b, BF16), (a,), (da,))
+    assert out.dtype == tangent.dtype == jnp.float32
+    low = jnp.matmul(da.astype(BF16), b.astype(BF16))  # the tangent's product, in bf16
+    np.testing.assert_array_equal(tangent, low.astype(jnp.float32))
+    # forward and reverse mode give the same Jacobian: the bf16 weights, each
+    jac_fwd = jax.jacfwd(lambda a: matmul(a, b, BF16))(a)
+    jac_rev = jax.jacrev(lambda a: matmul(a, b, BF16))(a)
+    np.testing.assert_array_equal(jac_fwd, jac_rev)
+    np.testing.assert_array_equal(jac_fwd[0, :, 0, :], b.astype(BF16).astype(jnp.float32).T)
+
+
+@pytest.mark.parametrize("name", ["tensor", "low_rank_tensor", "bilinear"])
+def test_second_derivatives_of_a_bf16_operator_are_the_float32_ones_to_bf16_rounding(name):
+    in_dims = SPECS[name]["in_dims"]
+    xs = inputs(in_dims, batch=2)
+
+    def hessian(op):
+        def loss(x0):  # the operator's squared output, a function of modality 0
+            return jnp.sum(op((x0, *xs[1:])) ** 2)
+
+        return jax.hessian(loss)(xs[0])  # forward over reverse mode
+
+    h16, h32 = hessian(build(name, BF16)), hessian(build(name))
+    assert h16.dtype == jnp.float32 and h16.shape == (2, in_dims[0], 2, in_dims[0])
+    assert relative_error(h16, h32) < 2e-2
+
+
+def test_an_operand_that_is_not_differentiated_costs_no_gradient_matmul():
+    x = jax.random.normal(jax.random.key(0), (4, 6))
+    w = jax.random.normal(jax.random.key(1), (6, 3))
+
+    def loss(x, w):
+        return jnp.sum(jnp.tanh(matmul(x, w, BF16)))
+
+    def count(argnums):
+        return len(dot_generals(jax.make_jaxpr(jax.grad(loss, argnums))(x, w).jaxpr))
+
+    assert count(1) == 2  # the forward product and the weight's gradient
+    assert count((0, 1)) == 3  # and the input's
+
+
 @pytest.mark.parametrize(
     "make",
     [
