@@ -12,7 +12,8 @@ chance (≈ 0.5), since the label is a pure interaction of the two modalities; o
 ``synthetic/additive`` the projection keeps the model's accuracy.
 Overrides: any key below, e.g. ``--config.model.kind=late``, ``--config.train.num_steps=500``,
 and every option of the chosen dataset under ``config.data.options`` (filled from
-``mmfuse.data.options``); ``--config.resume=False`` discards a previous run in the workdir.
+``mmfuse.data.options``); ``--config.data.standardize=True`` z-scores the inputs (the
+default for ``uci_mfeat``); ``--config.resume=False`` discards a previous run in the workdir.
 """
 
 import ml_collections
@@ -34,6 +35,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.options = ml_collections.ConfigDict(data.options(config.data.name))
     config.data.data_dir = ml_collections.config_dict.placeholder(str)  # $TFDS_DATA_DIR
     config.data.modalities = ()  # a subset of the stored modalities; () keeps all
+    # z-score each modality per feature with train-split statistics; on by default where
+    # the views come in very different units (uci_mfeat: < 1 to 10^4)
+    config.data.standardize = config.data.name == "uci_mfeat"
 
     config.model = ml_collections.ConfigDict()
     config.model.kind = "intermediate"  # intermediate | early | late | raw

@@ -144,7 +144,8 @@ def standardized(task: Task, reference: str = "train") -> Task:
 
 
 def task_from_config(cfg: ml_collections.ConfigDict, splits: Sequence[str]) -> Task:
-    """``load_task`` from a config's ``data`` section (name, options, data_dir, modalities).
+    """``load_task`` from a config's ``data`` section (name, options, data_dir, modalities),
+    ``standardized`` by the first of ``splits`` where ``cfg.standardize`` is set.
 
     ``cfg.options`` may hold every option of the dataset (``mmfuse.data.options``), so
     that each can be overridden on the command line; only those that differ from the
@@ -161,13 +162,14 @@ def task_from_config(cfg: ml_collections.ConfigDict, splits: Sequence[str]) -> T
             "options"
         )
     changed = {k: v for k, v in options.items() if v != defaults[k]}
-    return load_task(
+    task = load_task(
         cfg.name,
         splits=splits,
         options=changed,
         data_dir=cfg.get("data_dir"),
         modalities=tuple(cfg.get("modalities", ()) or ()),
     )
+    return standardized(task, splits[0]) if cfg.get("standardize", False) else task
 
 
 # --------------------------------------------------------------------------- models

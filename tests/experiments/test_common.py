@@ -53,6 +53,34 @@ def test_options_of_another_dataset_are_a_clear_error():
         _common.task_from_config(config.data, ("train",))
 
 
+@pytest.mark.parametrize("standardize", [False, True])
+def test_standardize_z_scores_every_split_by_the_train_statistics(monkeypatch, standardize):
+    rng = np.random.default_rng(0)
+    scale = np.array([1e-2, 1.0, 1e4], np.float32)  # features in very different units
+    splits = {
+        s: {"a": (rng.normal(size=(n, 3)) * scale).astype(np.float32), "label": np.zeros(n)}
+        for s, n in (("train", 200), ("test", 50))
+    }
+    toy = _common.Task("toy", ("a",), splits, num_classes=2)
+    monkeypatch.setattr(_common, "load_task", lambda name, **kwargs: toy)
+    config = supervised.get_config()
+    config.data.standardize = standardize  # what --config.data.standardize=... sets
+    task = _common.task_from_config(config.data, ("train", "test"))
+    train, test = task.splits["train"]["a"], task.splits["test"]["a"]
+    if not standardize:
+        assert train is splits["train"]["a"]
+        return
+    np.testing.assert_allclose(train.mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(train.std(0), 1, rtol=1e-4)
+    mean, std = splits["train"]["a"].mean(0), splits["train"]["a"].std(0)
+    np.testing.assert_allclose(test, (splits["test"]["a"] - mean) / std, rtol=1e-4, atol=1e-5)
+
+
+def test_uci_mfeat_is_standardized_by_default_and_synthetic_data_is_not():
+    assert supervised.get_config("tensor,uci_mfeat").data.standardize
+    assert not supervised.get_config("tensor,synthetic/xor").data.standardize
+
+
 @pytest.mark.parametrize("kind", ["intermediate", "early", "late", "raw"])
 def test_model_compute_dtype_reaches_every_matmul(kind):
     shapes = [(6,), (4,)] if kind in ("early", "raw") else [(6,), (5, 4)]
