@@ -195,8 +195,9 @@ def matmul(a: jax.Array, b: jax.Array, compute_dtype: Any = None) -> jax.Array:
     float32 (or in ``compute_dtype`` where that is wider); everything between the
     matmuls (biases, products of projections, norms, gates) stays float32. The
     backward pass multiplies in ``compute_dtype`` too: the output's cotangent is cast
-    to it, so the gradient matmuls also run on low-precision operands (the gradients
-    come back in the operands' own dtype). With ``compute_dtype=None`` it is
+    to it, so the gradient matmuls also run on low-precision operands, their products
+    rounded to ``compute_dtype`` (as under ``torch.autocast``); the gradients come back
+    in the operands' own dtype. With ``compute_dtype=None`` it is
     ``jnp.matmul(a, b)`` in the operands' own dtype.
     """
     if compute_dtype is None:
