@@ -12,7 +12,10 @@ Expected: on ``synthetic/xor`` every model that can express the interaction reac
 ``uniqueness``) the best model loses nothing under EMAP; on the real datasets
 (``digits_halves``, ``uci_mfeat``) additive models are strong baselines and the EMAP
 drop is small, the lecture's lesson. The README lists the numbers of the last run.
-``--config.seeds=(0,)`` halves the time.
+``--config.seeds=(0,)`` halves the time. Each ``config.datasets`` entry takes ``name`` and
+optionally ``options``, ``modalities``, ``label`` and ``standardize`` (z-score each
+modality by the train split's statistics; off in the entries below, whose numbers the
+README lists).
 """
 
 import ml_collections

@@ -102,16 +102,23 @@ def _train_row(row, config, task, seed, run_dir, linear: nnx.Module | None):
     )
 
 
-def run_dataset(
-    config, dataset: Mapping[str, Any], workdir: pathlib.Path, writer: train.MetricWriter
-) -> dict[str, Any]:
-    """Trains every row on one dataset for every seed; its label, metric and run records."""
+def load_dataset(config, dataset: Mapping[str, Any]) -> _common.Task:
+    """The task of one ``config.datasets`` entry (``name``, and optionally ``options``,
+    ``modalities``, ``label``, ``standardize``: z-score each modality by the train split)."""
     task = _common.load_task(
         dataset["name"],
         options=dataset.get("options", {}),
         data_dir=config.data_dir,
         modalities=tuple(dataset.get("modalities", ())),
     )
+    return _common.standardized(task) if dataset.get("standardize", False) else task
+
+
+def run_dataset(
+    config, dataset: Mapping[str, Any], workdir: pathlib.Path, writer: train.MetricWriter
+) -> dict[str, Any]:
+    """Trains every row on one dataset for every seed; its label, metric and run records."""
+    task = load_dataset(config, dataset)
     label = dataset.get("label", dataset["name"])
     records: dict[str, dict[int, dict[str, Any]]] = {}
     for seed in config.seeds:
