@@ -17,7 +17,7 @@ mkdir -p "$out_dir"
 log="$out_dir/bench-gpu.log"
 : >"$log"
 cd "$repo_root"
-python="${PYTHON:-python}"
+python="${PYTHON:-python3}"  # hosts may have no plain `python`
 # JAX must leave GPU memory to PyTorch, which `fusion` runs in the same process.
 export XLA_PYTHON_CLIENT_PREALLOCATE=false
 "$python" -c "import jax; print(jax.devices())" 2>&1 | tee -a "$log"

@@ -13,7 +13,8 @@ fi
 config="$1"; workdir="$2"; shift 2
 repo_root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$repo_root"
-python -c "import mmfuse" 2>/dev/null || python -m pip install --quiet -e "$repo_root"
+python="${PYTHON:-python3}"  # hosts may have no plain `python`
+"$python" -c "import mmfuse" 2>/dev/null || "$python" -m pip install --quiet -e "$repo_root"
 export XLA_PYTHON_CLIENT_PREALLOCATE="${XLA_PYTHON_CLIENT_PREALLOCATE:-false}"
-python -c "import jax; print('[mmfuse] devices:', jax.devices())"
-exec python -m experiments.main --config="$config" --workdir="$workdir" "$@"
+"$python" -c "import jax; print('[mmfuse] devices:', jax.devices())"
+exec "$python" -m experiments.main --config="$config" --workdir="$workdir" "$@"
