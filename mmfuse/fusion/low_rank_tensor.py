@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import string
 from collections.abc import Sequence
 from typing import Any
 
@@ -123,9 +122,12 @@ def low_rank_to_tensor(params: Params) -> jax.Array:
     factors = params["factors"]
     rank = factors[0].shape[0]
     weights = params.get("rank_weights", jnp.ones((rank,), factors[0].dtype))
-    letters = string.ascii_lowercase[: len(factors)]
-    spec = ",".join(f"r{c}z" for c in letters) + f",r->{letters}z"
-    return jnp.einsum(spec, *factors, weights, optimize="optimal")
+    # one modality at a time (an M-operand einsum's path search grows exponentially in M)
+    kernel = factors[0] * jnp.reshape(weights, (rank, 1, 1))  # [r, K_1, C]
+    for factor in factors[1:]:
+        shape = (rank,) + (1,) * (kernel.ndim - 2) + factor.shape[1:]
+        kernel = kernel[..., None, :] * jnp.reshape(factor, shape)  # [r, K_1, …, K_m, C]
+    return jnp.sum(kernel, axis=0)  # [K_1, …, K_M, C]
 
 
 @register("low_rank_tensor")

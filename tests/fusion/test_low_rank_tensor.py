@@ -65,6 +65,21 @@ def test_module_equals_tfn_with_its_rebuilt_kernel():
     np.testing.assert_allclose(op(xs), tfn, rtol=1e-4, atol=1e-5)
 
 
+def test_rebuilt_kernel_for_many_modalities():
+    # 18 modalities: more than the letters an einsum spec beside "r" and "z" could name
+    in_dims = (1,) * 17 + (2,)
+    rng = np.random.default_rng(3)
+    with jax.enable_x64(True):
+        params = F.init_low_rank_tensor(jax.random.key(0), in_dims, 2, rank=3)
+        params["factors"] = [f * 3.0 for f in params["factors"]]  # entries of order 1
+        params["rank_weights"] = jnp.asarray(rng.normal(size=3))
+        xs = tuple(rng.normal(size=(4, d)) for d in in_dims)
+        kernel = F.low_rank_to_tensor(params)
+        assert kernel.shape == (2,) * 17 + (3, 2)
+        tfn = F.tensor({"kernel": kernel}, xs) + params["bias"][None]
+        np.testing.assert_allclose(tfn, F.low_rank_tensor(params, xs), rtol=1e-9)
+
+
 @pytest.mark.parametrize("rank_weights, extra", [("learned", 1), ("uniform", 0)])
 def test_parameter_count_is_linear_in_the_widths(rank_weights, extra):
     in_dims, out_dim, rank = (3, 4, 5), 6, 3
