@@ -46,35 +46,39 @@ class TensorHead:
         return x.astype(self.kernel.dtype if self.dtype is None else self.dtype)
 
     def _rows(self, hs: Sequence[jax.Array]) -> jax.Array:
-        """``A`` for each row: M-1 arrays ``[B, e_m]`` -> ``[B, K_M, F]``."""
-        zs = [append_one(self._operand(h), self.append) for h in hs]  # M-1 x [B, K_m]
-        batch = zs[0].shape[0]
+        """``A`` for each row: M-1 arrays ``[B, ..., e_m]`` -> ``[B, ..., K_M, F]``.
+
+        ``...``: leading dims every encoding keeps beside the example axis (e.g. time).
+        """
+        zs = [append_one(self._operand(h), self.append) for h in hs]  # M-1 x [B, ..., K_m]
+        lead = zs[0].shape[:-1]
         feats = zs[0]
         for z in zs[1:]:
-            width = feats.shape[1] * z.shape[1]  # explicit: -1 is ambiguous for B = 0
-            feats = (feats[:, :, None] * z[:, None, :]).reshape(batch, width)  # [B, Π K_m]
+            width = feats.shape[-1] * z.shape[-1]  # explicit: -1 is ambiguous for B = 0
+            feats = (feats[..., :, None] * z[..., None, :]).reshape(*lead, width)  # [B, ..., Π K_m]
         k_last, out_dim = self.kernel.shape[-2:]
-        kernel = self._operand(self.kernel).reshape(feats.shape[1], k_last * out_dim)
-        a = jnp.matmul(feats, kernel, preferred_element_type=jnp.float32)  # [B, K_M·F]
-        return a.reshape(batch, k_last, out_dim)
+        kernel = self._operand(self.kernel).reshape(feats.shape[-1], k_last * out_dim)
+        a = jnp.matmul(feats, kernel, preferred_element_type=jnp.float32)  # [B, ..., K_M·F]
+        return a.reshape(*lead, k_last, out_dim)
 
     def _last(self, h: jax.Array) -> jax.Array:
-        return append_one(self._operand(h), self.append)  # [N, K_M]
+        return append_one(self._operand(h), self.append)  # [N, ..., K_M]
 
     def pairs(self, hs: Sequence[jax.Array]) -> jax.Array:
-        """The model on paired encodings: M arrays ``[n, e_m]`` -> ``[n, C]``."""
-        a = self._operand(self._rows(hs[:-1]))  # [n, K_M, F]
+        """The model on paired encodings: M arrays ``[n, ..., e_m]`` -> ``[n, ..., C]``."""
+        a = self._operand(self._rows(hs[:-1]))  # [n, ..., K_M, F]
         fused = jnp.einsum(
-            "nk,nkf->nf", self._last(hs[-1]), a, preferred_element_type=jnp.float32
-        )  # [n, F]
+            "n...k,n...kf->n...f", self._last(hs[-1]), a, preferred_element_type=jnp.float32
+        )  # [n, ..., F]
         return self.head(fused)
 
     def block(self, rows: Sequence[jax.Array], last: jax.Array) -> jax.Array:
-        """B rows (M-1 arrays ``[B, e_m]``) against all N ``last`` ``[N, e_M]``: ``[B, N, C]``."""
-        a = self._operand(self._rows(rows))  # [B, K_M, F]
+        """B rows (M-1 arrays ``[B, ..., e_m]``) against all N ``last`` ``[N, ..., e_M]``:
+        ``[B, N, ..., C]``."""
+        a = self._operand(self._rows(rows))  # [B, ..., K_M, F]
         fused = jnp.einsum(
-            "nk,bkf->bnf", self._last(last), a, preferred_element_type=jnp.float32
-        )  # [B, N, F]
+            "n...k,b...kf->bn...f", self._last(last), a, preferred_element_type=jnp.float32
+        )  # [B, N, ..., F]
         return self.head(fused)
 
 

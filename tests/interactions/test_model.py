@@ -61,6 +61,25 @@ def test_factorized_emap_equals_full_model_emap(build, widths):
     assert np.max(np.abs(want.residual)) > 1e-3
 
 
+@pytest.mark.parametrize("num_samples", [None, 6])
+def test_tensor_fusion_on_sequences_keeps_the_time_axis(num_samples):
+    # encodings [N, T, e_m]: tensor fusion and its head act at every time step
+    rngs = nnx.Rngs(0)
+    model = models.FusionModel(
+        [models.MLP(2, (8,), 3, rngs=rngs), None],
+        fusion.create("tensor", (3, 3), 4, rngs=rngs),
+        models.MLP(4, (5,), 2, rngs=rngs),
+    )
+    rng = np.random.default_rng(0)
+    xs = tuple(rng.normal(size=(7, 3, d)).astype(np.float32) for d in (2, 3))
+    kw = {} if num_samples is None else {"num_samples": num_samples, "key": jax.random.key(1)}
+    want = interactions.emap_decompose(model, xs, block_size=3, **kw)
+    got = interactions.emap_model(model, xs, decompose=True, block_size=3, **kw)
+    assert got.projected.shape == (7, 3, 2)
+    np.testing.assert_allclose(got.projected, want.projected, rtol=1e-5, atol=1e-5)
+    assert np.max(np.abs(want.residual)) > 1e-3
+
+
 def test_factorized_model_runs_the_encoders_once():
     # the encoders run on the N examples, the head alone on the N² pairs
     model, xs = mlp_fusion_model(), inputs(41, 6, (3, 5))
