@@ -59,4 +59,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.emap = ml_collections.ConfigDict()
     config.emap.enabled = True
     config.emap.max_examples = 1000
+    # unset: exact EMAP where the test examples' N^M cross pairs number at most 10^9,
+    # else Monte-Carlo with 512 sampled partners (uci_mfeat's six views); an int asks
+    # for Monte-Carlo mode with that many partners
+    config.emap.num_samples = ml_collections.config_dict.placeholder(int)
     return config

@@ -24,6 +24,9 @@ from mmfuse import data, fusion, interactions, models, train
 MODEL_KINDS = ("intermediate", "early", "late", "raw")
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
 OPTIMIZERS = ("adam", "adamw", "sgd")
+# emap_scores: exact EMAP up to this many head evaluations (N^M), Monte-Carlo beyond
+EXACT_EMAP_PAIRS = 10**9
+EMAP_SAMPLES = 512  # sampled partners per example and modality in Monte-Carlo mode
 
 
 def plain(value: Any) -> Any:
@@ -316,6 +319,9 @@ def make_objective(task: Task, stochastic: bool = False):
 
     Classification: softmax cross-entropy; evaluation reports ``loss`` and ``accuracy``.
     Regression: mean squared error on the single output; ``loss``, ``mse`` and ``mae``.
+    A stochastic model samples with the step's key in training; hard gates with the
+    REINFORCE estimator add ``fusion.reinforce_surrogate`` to the loss, which
+    is the only way their gate learns.
     """
     modalities = task.modalities
 
@@ -323,13 +329,25 @@ def make_objective(task: Task, stochastic: bool = False):
         xs = tuple(batch[m] for m in modalities)
         return model(xs, key=key) if (stochastic and key is not None) else model(xs)
 
-    def loss_of(out, labels):
+    def per_example_loss(out, labels):  # [B]
         if task.num_classes is None:
-            return jnp.mean(jnp.square(out[..., 0] - labels))
-        return optax.softmax_cross_entropy_with_integer_labels(out, labels).mean()
+            return jnp.square(out[..., 0] - labels)
+        return optax.softmax_cross_entropy_with_integer_labels(out, labels)
+
+    def loss_of(out, labels):
+        return per_example_loss(out, labels).mean()
 
     def loss_fn(model, batch, key):
-        return loss_of(outputs(model, batch, key), batch["label"])
+        if not (stochastic and _reinforce_gate(model) is not None):
+            return loss_of(outputs(model, batch, key), batch["label"])
+        out, log_prob = _sampled_outputs_and_log_prob(
+            model, tuple(batch[m] for m in modalities), key
+        )
+        losses = per_example_loss(out, batch["label"])  # [B]
+        log_prob = jnp.reshape(log_prob, (losses.shape[0], -1)).sum(-1)  # [B]: every choice
+        surrogate = fusion.reinforce_surrogate(log_prob, losses)
+        # the surrogate adds its gradient only: the loss reported stays the task's
+        return losses.mean() + surrogate - jax.lax.stop_gradient(surrogate)
 
     def evaluate(model, batch):
         out = outputs(model, batch)
@@ -343,6 +361,24 @@ def make_objective(task: Task, stochastic: bool = False):
         return scores
 
     return loss_fn, evaluate
+
+
+def _reinforce_gate(model: nnx.Module) -> nnx.Module | None:
+    """The model's fusion operator if it is a hard gate trained by REINFORCE."""
+    op = getattr(model, "fusion", model)
+    return op if getattr(op, "estimator", None) == "reinforce" else None
+
+
+def _sampled_outputs_and_log_prob(
+    model: nnx.Module, xs: tuple[jax.Array, ...], key: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """``[B, C]`` outputs with sampled gate choices, and their log-probabilities ``[B, ...]``."""
+    op = _reinforce_gate(model)
+    if op is model:  # model.kind == "raw": the operator is the model
+        out, aux = model(xs, key=key, return_aux=True)
+        return out, aux.log_prob
+    z, aux = op(model.encode(xs), key=key, return_aux=True)  # a FusionModel
+    return (z if model.head is None else model.head(z)), aux.log_prob
 
 
 def monitor_for(task: Task) -> tuple[str, str]:
@@ -426,22 +462,38 @@ def test_metrics(model: nnx.Module, task: Task, split: str = "test") -> dict[str
 
 
 def emap_scores(
-    model: nnx.Module, task: Task, split: str = "test", *, max_examples: int | None = None
+    model: nnx.Module,
+    task: Task,
+    split: str = "test",
+    *,
+    max_examples: int | None = None,
+    num_samples: int | None = None,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """The model's headline metric, its EMAP projection's, and each unimodal marginal's.
 
     Accuracy for class logits, MSE for a regression output ``[N, 1]``; at most
-    ``max_examples`` examples of the split (EMAP costs N^M head evaluations).
+    ``max_examples`` examples of the split. Exact EMAP costs N^M head evaluations: with
+    ``num_samples`` unset it is exact up to ``EXACT_EMAP_PAIRS`` of them (two modalities
+    up to 31,622 examples, three up to 1,000) and Monte-Carlo with ``EMAP_SAMPLES``
+    partners beyond (e.g. uci_mfeat's six views); ``num_samples`` asks for Monte-Carlo
+    mode with that many partners, its key drawn from ``seed``. The record's
+    ``num_samples`` says which mode ran (``None``: exact).
     """
     xs = task.inputs(split)
     labels = task.splits[split]["label"]
     if max_examples is not None and labels.shape[0] > max_examples:
         xs, labels = tuple(x[:max_examples] for x in xs), labels[:max_examples]
-    report = interactions.emap_report(model, xs, labels, metric=task.metric)
+    n = int(labels.shape[0])
+    if num_samples is None and n ** len(xs) > EXACT_EMAP_PAIRS:
+        num_samples = EMAP_SAMPLES
+    kw = {} if num_samples is None else {"num_samples": num_samples, "key": jax.random.key(seed)}
+    report = interactions.emap_report(model, xs, labels, metric=task.metric, **kw)
     return {
         "metric": task.metric,
         "original": float(report.original),
         "projected": float(report.projected),
         "marginals": [float(v) for v in report.marginals],
-        "num_examples": int(labels.shape[0]),
+        "num_examples": n,
+        "num_samples": num_samples,
     }

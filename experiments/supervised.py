@@ -48,7 +48,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     }
     if config.emap.enabled:
         results["emap"] = _common.emap_scores(
-            result.model, task, max_examples=config.emap.max_examples
+            result.model,
+            task,
+            max_examples=config.emap.max_examples,
+            num_samples=config.emap.num_samples,
+            seed=config.seed,
         )
     train.write_json(workdir / "results.json", results)
     _plots.learning_curves(

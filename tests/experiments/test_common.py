@@ -2,6 +2,7 @@
 
 import jax
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 
@@ -91,3 +92,59 @@ def test_model_compute_dtype_reaches_every_matmul(kind):
     assert found and operand_dtypes(found) == {"bfloat16"}
     leaves = jax.tree.leaves(nnx.state(model, nnx.Param))
     assert {str(leaf.dtype) for leaf in leaves} == {"float32"}
+
+
+def _random_task(num_modalities: int, n: int) -> _common.Task:
+    rng = np.random.default_rng(0)
+    names = tuple(f"m{i}" for i in range(num_modalities))
+    split = {m: rng.normal(size=(n, 3)).astype(np.float32) for m in names}
+    split["label"] = rng.integers(0, 2, n)
+    return _common.Task("random", names, {"test": split}, num_classes=2)
+
+
+def test_emap_scores_is_exact_where_affordable_and_monte_carlo_beyond():
+    # six views of 40 examples: 40^6 = 4.1e9 head evaluations would be exact EMAP's cost
+    task = _random_task(6, 40)
+    model = _common.model_from_config(supervised.get_config("additive").model, task, seed=0)
+    scores = _common.emap_scores(model, task)
+    assert scores["num_samples"] == _common.EMAP_SAMPLES
+    assert 0.0 <= scores["projected"] <= 1.0 and len(scores["marginals"]) == 6
+    assert _common.emap_scores(model, task, max_examples=3)["num_samples"] is None  # 3^6 pairs
+
+
+def test_emap_scores_monte_carlo_estimates_the_exact_projection():
+    task = _random_task(2, 30)
+    task = _common.Task(task.name, task.modalities, task.splits, num_classes=None)  # MSE
+    model = _common.model_from_config(supervised.get_config("tensor").model, task, seed=0)
+    exact = _common.emap_scores(model, task)
+    sampled = _common.emap_scores(model, task, num_samples=3000, seed=1)
+    assert exact["num_samples"] is None and sampled["num_samples"] == 3000
+    assert sampled["projected"] == pytest.approx(exact["projected"], rel=0.05)
+    assert sampled["projected"] != exact["projected"]  # it did sample
+
+
+@pytest.mark.parametrize("kind", ["intermediate", "raw"])
+@pytest.mark.parametrize("estimator", ["gumbel", "reinforce"])
+def test_hard_gates_learn_their_gate_with_either_estimator(kind, estimator):
+    task = _random_task(2, 64)
+    config = supervised.get_config("hard_gated")
+    config.model.kind = kind
+    config.model.fusion_options = {"estimator": estimator}
+    model = _common.model_from_config(config.model, task, seed=0)
+    assert _common.is_stochastic(model)
+    loss_fn, _ = _common.make_objective(task, stochastic=True)
+    batch = task.splits["test"]
+    graphdef, params = nnx.split(model)
+
+    def loss(params, key):
+        return loss_fn(nnx.merge(graphdef, params), batch, key)
+
+    grads = nnx.State(jax.grad(loss)(params, jax.random.key(0)))
+    gate = [v for path, v in jax.tree_util.tree_leaves_with_path(grads) if "gate" in str(path)]
+    assert gate and all(np.all(np.isfinite(g)) for g in gate)
+    assert max(float(np.max(np.abs(g))) for g in gate) > 1e-6
+    # the loss reported is the task's on the sampled choices, whatever the estimator
+    xs = tuple(batch[m] for m in task.modalities)
+    sampled = model(xs, key=jax.random.key(0))
+    want = optax.softmax_cross_entropy_with_integer_labels(sampled, batch["label"]).mean()
+    assert float(loss(params, jax.random.key(0))) == pytest.approx(float(want), rel=1e-6)
