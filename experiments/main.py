@@ -48,15 +48,22 @@ def parse_flags(argv: list[str]) -> list[str]:
     try:
         return flags.FLAGS(argv)
     except (AttributeError, KeyError) as error:
-        # ml_collections reports an unknown key of a locked config by its last name only.
-        name = str(error).strip("\"'")
+        # ml_collections reports an unknown key of a locked config by its last name only,
+        # as "'name'" (a KeyError, possibly inside an AttributeError), perhaps followed
+        # by a line suggesting the key that was meant.
+        detail = error
+        while isinstance(detail, BaseException) and detail.args:
+            detail = detail.args[0]
+        first, _, suggestion = str(detail).partition("\n")
+        name = first.strip().strip("\"'")
         given = [
             arg.split("=")[0].lstrip("-")
             for arg in argv[1:]
             if arg.startswith("--config.") and name in arg.split("=")[0].split(".")
         ]
         where = f" (in --{given[0]})" if given else ""
-        sys.exit(f"error: unknown config key {name!r}{where}; the config is locked")
+        hint = f"; {suggestion.strip()}" if suggestion.strip() else ""
+        sys.exit(f"error: unknown config key {name!r}{where}; the config is locked{hint}")
     except (TypeError, ValueError, flags.Error) as error:
         sys.exit(f"error: bad flag or config override: {error}")
 

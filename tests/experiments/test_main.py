@@ -31,6 +31,16 @@ def test_unknown_config_key_exits_non_zero_naming_it(tmp_path, data_dir):
     assert "--config.train.learning_rat" in out.stderr
 
 
+def test_a_misspelt_key_is_named_once_with_the_suggested_one(tmp_path, data_dir):
+    out = run_main(
+        *SHORT, "--config.train.num_stepz=10", f"--workdir={tmp_path}", data_dir=data_dir
+    )
+    assert out.returncode != 0
+    message = out.stderr.strip().splitlines()[-1]
+    assert message.startswith("error: unknown config key 'num_stepz' (in --config.train.num_stepz)")
+    assert 'Did you mean "num_steps"' in message and "\\" not in message
+
+
 def test_wrong_type_exits_non_zero_naming_the_key(tmp_path, data_dir):
     out = run_main(
         *SHORT, "--config.train.num_steps=ten", f"--workdir={tmp_path}", data_dir=data_dir
