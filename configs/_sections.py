@@ -2,6 +2,11 @@
 
 import ml_collections
 
+from mmfuse import fusion
+
+# options a command line cannot set, or that have a key of their own (model.compute_dtype)
+_NOT_FUSION_OPTIONS = ("kernel_init", "compute_dtype")
+
 
 def model_section() -> ml_collections.ConfigDict:
     """Widths of the per-modality encoders, the fused representation and the head, and
@@ -14,6 +19,18 @@ def model_section() -> ml_collections.ConfigDict:
     model.head_hidden = (32,)
     model.compute_dtype = ml_collections.config_dict.placeholder(str)
     return model
+
+
+def fusion_options_section(name: str) -> ml_collections.ConfigDict:
+    """Every option of fusion operator ``name``, unset (``None``: the operator's default,
+    ``mmfuse.fusion.options(name)``), each typed so that ``--config...<option>=value``
+    can set it; ``_common.fusion_options`` passes on the ones that are set."""
+    section = ml_collections.ConfigDict()
+    for key, default in fusion.options(name).items():
+        if key not in _NOT_FUSION_OPTIONS:
+            kind = object if default is None else type(default)  # object: any literal
+            section[key] = ml_collections.config_dict.placeholder(kind)
+    return section
 
 
 def optim_section(learning_rate: float = 3e-3) -> ml_collections.ConfigDict:

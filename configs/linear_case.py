@@ -31,12 +31,15 @@ less than 1e-6 on every dataset.) Outputs: ``results.json``, ``table.md``,
 ``plots/table.png`` and ``runs/seed_<s>/<model>/{checkpoints,metrics.jsonl}``.
 
 Overrides: ``--config.data.seeds=(0,)`` for one dataset, ``--config.optim.num_steps=500``,
+``--config.data.options.n=100`` / ``noise=...`` for the generator's options,
 ``--config.model.standardize=False`` to train on the raw inputs (an ill-conditioned problem
 for the optimizer: 2,000 steps then leave the tensor fit's weights up to 0.7 from OLS);
 ``--config.resume=False`` discards a previous run in the workdir.
 """
 
 import ml_collections
+
+from mmfuse import data
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -50,7 +53,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     config.data = ml_collections.ConfigDict()
     config.data.name = "book_reviews"
-    config.data.options = ml_collections.ConfigDict()  # n, noise (the seed goes in seeds)
+    # every option of the generator but its seed (that goes in seeds), with its default
+    options = {k: v for k, v in data.options("book_reviews").items() if k != "seed"}
+    config.data.options = ml_collections.ConfigDict(options)
     config.data.data_dir = ml_collections.config_dict.placeholder(str)  # $TFDS_DATA_DIR
     config.data.seeds = (0, 1, 2) if quick else tuple(range(10))  # one dataset per seed
     config.data.modalities = ("smiling", "critic")  # x_A, x_B

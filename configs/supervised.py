@@ -11,14 +11,17 @@ Expected on ``synthetic/xor`` (default): test accuracy ≈ 1.0 and an EMAP proje
 chance (≈ 0.5), since the label is a pure interaction of the two modalities; on
 ``synthetic/additive`` the projection keeps the model's accuracy.
 Overrides: any key below, e.g. ``--config.model.kind=late``, ``--config.train.num_steps=500``,
-and every option of the chosen dataset under ``config.data.options`` (filled from
-``mmfuse.data.options``); ``--config.data.standardize=True`` z-scores the inputs (the
-default for ``uci_mfeat``); ``--config.resume=False`` discards a previous run in the workdir.
+every option of the chosen dataset under ``config.data.options`` (filled from
+``mmfuse.data.options``) and of the chosen operator under ``config.model.fusion_options``
+(e.g. ``--config.model.fusion_options.estimator=reinforce`` for ``:hard_gated``);
+``--config.data.standardize=True`` z-scores the inputs (the default for ``uci_mfeat``);
+``--config.emap.num_samples=K`` asks for Monte-Carlo EMAP; ``--config.resume=False``
+discards a previous run in the workdir.
 """
 
 import ml_collections
 
-from configs._sections import mesh_section, optim_section, train_section
+from configs._sections import fusion_options_section, mesh_section, optim_section, train_section
 from mmfuse import data
 
 
@@ -42,7 +45,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model = ml_collections.ConfigDict()
     config.model.kind = "intermediate"  # intermediate | early | late | raw
     config.model.fusion = fusion_name or "tensor"
-    config.model.fusion_options = ml_collections.ConfigDict()
+    # every option of the operator, unset (its default); set one with e.g.
+    # --config.model.fusion_options.rank=8 (options of the operator named after ":")
+    config.model.fusion_options = fusion_options_section(config.model.fusion)
     config.model.encoder_hidden = (32,)
     config.model.encoder_dim = 16
     config.model.fused_dim = 32

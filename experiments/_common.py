@@ -247,7 +247,7 @@ def model_from_config(cfg: ml_collections.ConfigDict, task: Task, seed: int) -> 
         task.num_outputs,
         seed=seed,
         fusion_name=cfg.fusion,
-        fusion_options=plain(cfg.get("fusion_options", {})),
+        fusion_options=fusion_options(cfg),
         encoder_hidden=tuple(cfg.encoder_hidden),
         encoder_dim=cfg.encoder_dim,
         fused_dim=cfg.fused_dim,
@@ -255,6 +255,13 @@ def model_from_config(cfg: ml_collections.ConfigDict, task: Task, seed: int) -> 
         late_combine=cfg.get("late_combine", "mean"),
         compute_dtype=cfg.get("compute_dtype"),
     )
+
+
+def fusion_options(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
+    """The options in ``cfg.fusion_options`` that are set (an unset option, ``None``,
+    leaves the operator's default; see ``configs._sections.fusion_options_section``)."""
+    options = plain(cfg.get("fusion_options", {}))
+    return {k: v for k, v in options.items() if v is not None}
 
 
 def is_stochastic(model: nnx.Module) -> bool:

@@ -157,7 +157,11 @@ def fit_operator(
 
 
 def _load(cfg: ml_collections.ConfigDict, seed: int) -> tuple[np.ndarray, ...]:
-    options = _common.plain(cfg.get("options", {}))
+    # only options that differ from the defaults: those keep the dataset's preset cache
+    defaults = data.options(cfg.name)
+    options = {
+        k: v for k, v in _common.plain(cfg.get("options", {})).items() if v != defaults.get(k)
+    }
     reviews = data.load(
         cfg.name, "train", data_dir=cfg.get("data_dir") or None, seed=seed, **options
     )

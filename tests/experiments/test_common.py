@@ -8,7 +8,7 @@ from flax import nnx
 
 from configs import supervised
 from experiments import _common
-from mmfuse import models
+from mmfuse import fusion, models
 from tests.experiments.standardize_checks import assert_standardized, toy_task
 from tests.jaxprs import dot_generals, operand_dtypes
 
@@ -148,3 +148,22 @@ def test_hard_gates_learn_their_gate_with_either_estimator(kind, estimator):
     sampled = model(xs, key=jax.random.key(0))
     want = optax.softmax_cross_entropy_with_integer_labels(sampled, batch["label"]).mean()
     assert float(loss(params, jax.random.key(0))) == pytest.approx(float(want), rel=1e-6)
+
+
+def test_every_operator_option_is_in_the_config_unset():
+    from configs._sections import fusion_options_section
+
+    for name in fusion.names():
+        config = supervised.get_config(name)
+        section = fusion_options_section(name)
+        assert set(section) == set(fusion.options(name)) - {"kernel_init", "compute_dtype"}
+        assert _common.fusion_options(config.model) == {}  # the operator's own defaults
+
+
+def test_a_set_operator_option_reaches_the_operator():
+    task = _random_task(2, 8)
+    config = supervised.get_config("low_rank_tensor")
+    config.model.fusion_options.rank = 7  # as --config.model.fusion_options.rank=7 sets it
+    assert _common.fusion_options(config.model) == {"rank": 7}
+    model = _common.model_from_config(config.model, task, seed=0)
+    assert {f.shape[0] for f in model.fusion.functional_params()["factors"]} == {7}

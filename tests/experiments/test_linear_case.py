@@ -151,3 +151,12 @@ def test_seed_in_data_options_is_refused(tmp_path):
     config.data.options.seed = 4
     with pytest.raises(ValueError, match=r"config\.data\.seeds"):
         linear_case.train_and_evaluate(config, str(tmp_path))
+
+
+def test_generator_options_are_in_the_config_and_reach_the_data():
+    config = linear_case_config.get_config("quick")
+    assert set(config.data.options) == {"n", "noise"}  # every option but the seed
+    assert len(linear_case._load(config.data, seed=0)[0]) == 300
+    config.data.options.n = 40  # as --config.data.options.n=40 sets it
+    x_a, x_b, y = linear_case._load(config.data, seed=0)
+    assert x_a.shape == x_b.shape == y.shape == (40,)
