@@ -6,7 +6,7 @@
 # resumes (a finished run just prints its table). Extra arguments go to experiments.main,
 # e.g. scripts/demo.sh --config.seeds='(0,1)' --config.resume=False
 set -euo pipefail
-source "$(dirname "$0")/_setup_env.sh"
+source "$(dirname "$0")/_setup_env.sh" ""  # no extras (not this script's arguments)
 cd "$repo_root"
 workdir="${MMFUSE_WORKDIR:-$repo_root/runs/quickstart}"
 echo "[mmfuse] quickstart -> $workdir"
