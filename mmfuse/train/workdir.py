@@ -13,8 +13,18 @@ import jax
 
 PathLike = str | os.PathLike
 CONFIG_FILE = "config.json"
-# Written by a run; a fresh start (resume=False) removes them.
-RUN_OUTPUTS = ("checkpoints", "metrics.jsonl", "results.json", "plots", "runs")
+# Written by a run (the trainers' records included: per-model runs, PID records,
+# markdown tables); a fresh start (resume=False) removes them.
+RUN_OUTPUTS = (
+    "checkpoints",
+    "metrics.jsonl",
+    "results.json",
+    "results.md",
+    "table.md",
+    "plots",
+    "runs",
+    "pid",
+)
 
 
 class WorkdirConflictError(RuntimeError):

@@ -19,10 +19,12 @@ def test_same_config_resumes_and_other_config_is_refused(tmp_path):
 
 def test_resume_false_discards_the_previous_run(tmp_path):
     prepare_workdir(tmp_path, {"a": 1})
-    (tmp_path / "checkpoints").mkdir()
-    (tmp_path / "results.json").write_text("{}")
+    for folder in ("checkpoints", "runs/seed0", "pid/xor", "plots"):
+        (tmp_path / folder).mkdir(parents=True)
+    for name in ("results.json", "metrics.jsonl", "table.md", "pid/xor/late.json"):
+        (tmp_path / name).write_text("{}")
     assert prepare_workdir(tmp_path, {"a": 2}, resume=False) is False
-    assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "results.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]
     assert json.loads((tmp_path / "config.json").read_text()) == {"a": 2}
 
 
