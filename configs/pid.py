@@ -1,7 +1,8 @@
 r"""PID of the synthetic datasets and of the fusion-zoo models (experiments/pid.py).
 
-Command (``--config.zoo_workdir`` reuses the models of a finished fusion-zoo run; without
-it the models are trained here first, with the fusion zoo's settings):
+Command (``--config.zoo_workdir`` reuses the models of a fusion-zoo run trained with the
+same ``model``, ``optim``, ``train`` and ``data`` settings, which is checked; models it
+lacks, or all of them without it, are trained here first, with the fusion zoo's settings):
 
     python -m experiments.main --config=configs/pid.py --workdir=/tmp/mmfuse/pid \
         --config.zoo_workdir=/tmp/mmfuse/fusion_zoo

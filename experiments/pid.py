@@ -24,6 +24,7 @@ References:
 
 from __future__ import annotations
 
+import json
 import pathlib
 from typing import Any
 
@@ -36,6 +37,8 @@ from experiments import _common, _plots, fusion_zoo
 from mmfuse import interactions, train
 
 TERMS = ("redundancy", "unique_1", "unique_2", "synergy")
+# what decides a fusion-zoo model: a zoo workdir is reused only where these agree
+ZOO_SETTINGS = ("model", "optim", "train", "data")
 SHORT = {"redundancy": "R", "unique_1": "U1", "unique_2": "U2", "synergy": "S"}
 
 
@@ -74,15 +77,20 @@ def run_dataset(config, spec: str, workdir: pathlib.Path, writer) -> dict[str, A
         "dataset_converged": bool(data_pid.converged),
         "models": {},
     }
-    zoo_root = pathlib.Path(config.zoo_workdir) if config.get("zoo_workdir") else workdir
     seed = int(config.seeds[0])
     for spec_model in config.models:
         model = fusion_zoo.parse_model(spec_model)
-        run_dir = zoo_root / "runs" / dataset.folder / model.folder / f"seed{seed}"
+        run = pathlib.Path("runs", dataset.folder, model.folder, f"seed{seed}")
         record_path = workdir / "pid" / dataset.folder / f"{model.folder}.json"
         if record_path.exists():
             out["models"][model.spec] = train.read_json(record_path)
             continue
+        run_dir = workdir / run  # a run the zoo lacks is trained here, not in the zoo
+        if (
+            config.get("zoo_workdir")
+            and (pathlib.Path(config.zoo_workdir) / run / "run.json").exists()
+        ):
+            run_dir = pathlib.Path(config.zoo_workdir) / run
         if not (run_dir / "run.json").exists():
             fusion_zoo.train_run(config, task, model, seed, run_dir)
         # A finished run restores its best parameters at once.
@@ -101,6 +109,39 @@ def run_dataset(config, spec: str, workdir: pathlib.Path, writer) -> dict[str, A
         writer.write(0, dataset=spec, model=model.spec, **record)
         out["models"][model.spec] = record
     return out
+
+
+def check_zoo_workdir(config: ml_collections.ConfigDict) -> None:
+    """A ``config.zoo_workdir`` must hold a fusion-zoo run trained with this config's
+    ``ZOO_SETTINGS`` (its data folder aside), or its models would not be the ones
+    this config describes."""
+    zoo = pathlib.Path(config.zoo_workdir)
+    if not (zoo / "config.json").exists():
+        raise ValueError(f"config.zoo_workdir: {zoo} holds no run (no config.json)")
+    recorded = train.read_json(zoo / "config.json")
+    if recorded.get("trainer") != "fusion_zoo":
+        raise ValueError(f"config.zoo_workdir: {zoo} holds a {recorded.get('trainer')!r} run")
+    mine = json.loads(json.dumps(config.to_dict(), default=str))
+
+    def flat(value: Any, prefix: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            return {prefix: value}
+        return {
+            k: v for key, item in value.items() for k, v in flat(item, f"{prefix}.{key}").items()
+        }
+
+    differences = []
+    for section in ZOO_SETTINGS:
+        theirs, ours = flat(recorded.get(section), section), flat(mine.get(section), section)
+        for key in sorted(set(theirs) | set(ours)):
+            if key != "data.data_dir" and theirs.get(key) != ours.get(key):
+                differences.append(f"{key}: {theirs.get(key)!r} there, {ours.get(key)!r} here")
+    if differences:
+        raise ValueError(
+            f"config.zoo_workdir: {zoo} trained its models with other settings ("
+            + "; ".join(differences)
+            + "); override these keys to match, or leave zoo_workdir unset to train here"
+        )
 
 
 def format_tables(results: dict[str, Any], models: list[str]) -> str:
@@ -122,6 +163,8 @@ def format_tables(results: dict[str, Any], models: list[str]) -> str:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     workdir = pathlib.Path(workdir)
+    if config.get("zoo_workdir"):
+        check_zoo_workdir(config)
     writer = _common.open_run(config, workdir, ignore=("zoo_workdir",))
     if config.get("compilation_cache", False):
         fusion_zoo.use_compilation_cache(workdir / "xla_cache")

@@ -40,3 +40,23 @@ def test_agreement_is_one_for_equal_decompositions_and_zero_for_disjoint_ones():
     assert pid.agreement(a, a) == 1.0
     b = {"redundancy": 0.0, "unique_1": 0.7, "unique_2": 0.0, "synergy": 0.0}
     assert pid.agreement(a, b) == pytest.approx(0.0)
+
+
+def test_a_zoo_workdir_is_reused_only_with_the_same_training_settings(tmp_path):
+    from configs import fusion_zoo as zoo_config
+    from mmfuse import train
+
+    zoo = tmp_path / "zoo"
+    config = pid_config.get_config("tiny")
+    config.zoo_workdir = str(zoo)
+    with pytest.raises(ValueError, match="holds no run"):
+        pid.check_zoo_workdir(config)
+    zoo_run = zoo_config.get_config("quick")
+    zoo_run.data.data_dir = "/elsewhere"  # where the data lives does not matter
+    train.write_json(zoo / "config.json", zoo_run.to_dict())
+    pid.check_zoo_workdir(config)  # pid's tiny models are the quick zoo's
+    config.train.num_steps = 400
+    config.model.encoder_dim = 8
+    differences = r"encoder_dim: 16 there, 8 here; train\.num_steps: 200 there, 400 here"
+    with pytest.raises(ValueError, match=differences):
+        pid.check_zoo_workdir(config)
