@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import pathlib
 import sys
 
 from absl import app, flags, logging
@@ -82,15 +83,33 @@ def main(argv: list[str]) -> int:
         jax.distributed.initialize()  # coordinator and process ids from the environment
 
     logging.info("jax %s, devices %s", jax.__version__, jax.devices())
+    workdir = pathlib.Path(_WORKDIR.value)
+    new_run = not (workdir / "config.json").exists()
     try:
         trainer = trainer_module(config.trainer)
-        trainer.train_and_evaluate(config, _WORKDIR.value)
+        trainer.train_and_evaluate(config, workdir)
     except (ValueError, train.NonFiniteLossError, train.WorkdirConflictError) as error:
         # A clear message and a non-zero exit rather than a traceback for bad input,
         # a refused workdir or a diverged run; the checkpoints stay as they were.
+        if new_run and isinstance(error, ValueError):
+            forget_unstarted_run(workdir)
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+def forget_unstarted_run(workdir: pathlib.Path) -> None:
+    """Removes the ``config.json`` a new run recorded before its config was found bad,
+    so that the corrected command is not refused as "a run of another configuration".
+    Anything else the run wrote (a checkpoint, a record) keeps the workdir as it is."""
+    from mmfuse.train.workdir import RUN_OUTPUTS
+
+    metrics = workdir / "metrics.jsonl"
+    started = any((workdir / name).exists() for name in RUN_OUTPUTS if name != metrics.name)
+    if started or (metrics.exists() and metrics.stat().st_size):
+        return
+    metrics.unlink(missing_ok=True)
+    (workdir / "config.json").unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,16 @@ def test_a_misspelt_key_is_named_once_with_the_suggested_one(tmp_path, data_dir)
     assert 'Did you mean "num_steps"' in message and "\\" not in message
 
 
+def test_a_config_found_bad_does_not_claim_the_new_workdir(tmp_path, data_dir):
+    workdir = f"--workdir={tmp_path}"
+    out = run_main(*SHORT, "--config.model.fusion=bogus", workdir, data_dir=data_dir)
+    assert out.returncode != 0 and "unknown fusion operator 'bogus'" in out.stderr
+    assert not (tmp_path / "config.json").exists()
+    # the corrected command runs in it (here: fails on its own next mistake, not the workdir)
+    out = run_main(*SHORT, "--config.model.kind=bogus", workdir, data_dir=data_dir)
+    assert out.returncode != 0 and "unknown kind 'bogus'" in out.stderr
+
+
 def test_wrong_type_exits_non_zero_naming_the_key(tmp_path, data_dir):
     out = run_main(
         *SHORT, "--config.train.num_steps=ten", f"--workdir={tmp_path}", data_dir=data_dir
