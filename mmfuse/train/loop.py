@@ -107,7 +107,10 @@ def fit(
     (``EpochSampler``; ``fold_in(key(seed), s)``), and the checkpoint holds the
     parameters, optimizer state, best parameters so far and early-stopping state. A
     rerun with the same arguments therefore continues from the newest checkpoint and
-    finishes exactly as an uninterrupted run would; a finished run returns at once.
+    finishes exactly as an uninterrupted run would; a finished run returns at once, and
+    one resumed with a larger ``num_steps`` trains on to it (with the optimizer it is
+    given: a schedule over the old ``num_steps`` would not match). A run that patience
+    stopped stays stopped.
 
     A step whose loss is NaN or infinite leaves the parameters unchanged; the next
     logging, evaluation or checkpoint boundary raises ``NonFiniteLossError`` naming the
@@ -247,6 +250,7 @@ def fit(
     )
 
     checkpointer = None if workdir is None else Checkpointer(pathlib.Path(workdir) / "checkpoints")
+    # "done": patience stopped the run (one that reached num_steps can be asked for more)
     meta: dict[str, Any] = {"best_step": 0, "best_metric": None, "bad_evals": 0, "done": False}
     state = None
     if checkpointer is not None and checkpointer.latest_step() is not None:
@@ -318,8 +322,6 @@ def fit(
                         if patience is not None and meta["bad_evals"] >= patience:
                             meta = {**meta, "done": True}
                             saving = checkpointer is not None
-            if is_last:
-                meta = {**meta, "done": True}
             if saving:
                 checkpointer.save(step, state, meta)
     finally:

@@ -148,3 +148,22 @@ def test_bad_arguments_name_the_problem(tmp_path):
 def test_restoring_a_missing_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         Checkpointer(tmp_path / "none").restore({"a": jnp.zeros(2)})
+
+
+def test_a_finished_run_asked_for_more_steps_trains_on_like_a_longer_run(tmp_path):
+    # run's schedule spans 60 steps whatever num_steps is, as a caller planning ahead does
+    short = run(tmp_path / "extended", num_steps=30)
+    assert short.step == 30 and not short.stopped_early
+    extended = run(tmp_path / "extended", num_steps=60)
+    full = run(tmp_path / "full", num_steps=60)
+    assert extended.step == 60 and not extended.stopped_early
+    assert extended.best_step == full.best_step
+    for a, b in zip(leaves(extended.params), leaves(full.params), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_run_stopped_by_patience_stays_stopped(tmp_path):
+    kwargs = dict(eval_every=10, patience=2, evaluate=lambda m, b: {"mse": jnp.float32(1.0)})
+    run(tmp_path, num_steps=200, **kwargs)
+    again = run(tmp_path, num_steps=400, **kwargs)
+    assert again.stopped_early and again.step == 30 and again.step_seconds is None
