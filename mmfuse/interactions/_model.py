@@ -233,6 +233,12 @@ def _pallas_pair_sums(
     operand_dtype = view.dtype or jnp.result_type(*(k for k, _ in split.layers))
 
     def pair_sums(us, shift, dtype, block_size):
+        if any(u.ndim != 2 for u in us):
+            shapes = " and ".join(str(tuple(u.shape)) for u in us)
+            raise ValueError(
+                "emap_model: kernel='pallas' pairs one vector per example, but the first "
+                f"layer's parts have shapes {shapes} (a time axis?); {advice}"
+            )
         # the kernel sums in float32 whatever the model's dtype
         sums, count = fused_pair_sums(
             us[0],

@@ -213,6 +213,9 @@ def test_errors_name_the_problem():
         interactions.emap_model(three, xs3, kernel="pallas")
     with pytest.raises(ValueError, match="computes exact EMAP; for Monte-Carlo use kernel='xla'"):
         interactions.emap_model(model, xs, kernel="pallas", num_samples=4, key=jax.random.key(0))
+    sequences = tuple(np.stack([x, x], axis=1) for x in xs)  # [N, T=2, d_m]
+    with pytest.raises(ValueError, match=r"one vector per example.*\(6, 2, 24\).*use kernel='xla'"):
+        interactions.emap_model(model, sequences, kernel="pallas")
     with pytest.raises(ValueError, match="multiple of rows_per_step=2, got 3"):
         interactions.emap_model(model, xs, kernel="pallas", block_size=3)
     with pytest.raises(ValueError, match="block_cols must be a power of two, got 24"):
