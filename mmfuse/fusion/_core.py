@@ -7,6 +7,7 @@ Shapes: M modalities, inputs ``xs[m]`` of shape ``[..., d_m]`` whose leading dim
 from __future__ import annotations
 
 import functools
+import numbers
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -49,10 +50,11 @@ def check_dims(
         raise ValueError(f"{name}: in_dims must be a sequence of modality widths, got {in_dims!r}")
     dims = tuple(in_dims)
     for m, d in enumerate(dims):
-        if not isinstance(d, int) or isinstance(d, bool) or d < 1:
+        if not _is_positive_int(d):
             raise ValueError(
                 f"{name}: in_dims[{m}] (modality {m}) must be a positive int, got {d!r}"
             )
+    dims = tuple(int(d) for d in dims)  # NumPy integers (e.g. from an array's shape) too
     if len(dims) < min_modalities:
         raise ValueError(
             f"{name} needs at least {min_modalities} modalities, got {len(dims)} (in_dims={dims})"
@@ -61,9 +63,14 @@ def check_dims(
         raise ValueError(
             f"{name} takes at most {max_modalities} modalities, got {len(dims)} (in_dims={dims})"
         )
-    if not isinstance(out_dim, int) or isinstance(out_dim, bool) or out_dim < 1:
+    if not _is_positive_int(out_dim):
         raise ValueError(f"{name}: out_dim must be a positive int, got {out_dim!r}")
-    return dims, out_dim
+    return dims, int(out_dim)
+
+
+def _is_positive_int(value: Any) -> bool:
+    """A Python or NumPy integer ≥ 1 (not a bool)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
 
 
 def check_choice(value: Any, choices: Sequence[Any], option: str, name: str) -> Any:
@@ -73,9 +80,9 @@ def check_choice(value: Any, choices: Sequence[Any], option: str, name: str) -> 
 
 
 def check_positive(value: Any, option: str, name: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+    if not _is_positive_int(value):
         raise ValueError(f"{name}: {option} must be a positive int, got {value!r}")
-    return value
+    return int(value)
 
 
 def as_real_array(x: Any, what: str, name: str) -> jax.Array:
@@ -312,8 +319,9 @@ class FusionOperator(nnx.Module):
     def __init__(
         self, in_dims: Sequence[int], out_dim: int, params: Params, compute_dtype: Any = None
     ):
-        self.in_dims = tuple(in_dims)
-        self.out_dim = out_dim
+        # plain ints (checked by the init function), also when given NumPy integers
+        self.in_dims = tuple(int(d) for d in in_dims)
+        self.out_dim = int(out_dim)
         self.compute_dtype = check_compute_dtype(
             compute_dtype, getattr(self, "name", type(self).__name__)
         )

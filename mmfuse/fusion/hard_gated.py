@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -44,10 +45,10 @@ class HardGateAux(NamedTuple):
 
 def _check_temperature(temperature: object) -> None:
     if isinstance(temperature, bool) or not isinstance(
-        temperature, (int, float, np.ndarray, jax.Array)
+        temperature, (numbers.Real, np.ndarray, jax.Array)
     ):
         raise ValueError(f"hard_gated: temperature must be a positive number, got {temperature!r}")
-    if isinstance(temperature, (int, float)) and not (
+    if isinstance(temperature, numbers.Real) and not (
         math.isfinite(temperature) and temperature > 0
     ):
         raise ValueError(f"hard_gated: temperature must be a positive number, got {temperature!r}")
@@ -257,7 +258,7 @@ class HardGatedFusion(FusionOperator):
         rngs: nnx.Rngs,
     ):
         self.estimator = check_choice(estimator, ESTIMATORS, "estimator", "hard_gated")
-        if not isinstance(temperature, (int, float)):
+        if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
             raise ValueError(
                 f"hard_gated: temperature must be a positive number, got {temperature!r}"
             )

@@ -156,3 +156,14 @@ def test_bad_sizes_are_rejected_at_construction(name):
         )
     with pytest.raises(ValueError, match="out_dim must be a positive int"):
         fusion.create(name, in_dims, 0, rngs=nnx.Rngs(0), **SPECS[name]["options"])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_numpy_integer_sizes_are_accepted_as_ints(name):
+    # e.g. widths read off arrays: np.array(widths)[m] is a NumPy integer
+    in_dims = tuple(np.int64(d) for d in SPECS[name]["in_dims"])
+    op = fusion.create(name, in_dims, np.int32(3), rngs=nnx.Rngs(0), **SPECS[name]["options"])
+    assert op.in_dims == SPECS[name]["in_dims"] and op.out_dim == 3
+    assert all(type(d) is int for d in (*op.in_dims, op.out_dim))
+    with pytest.raises(ValueError, match=r"in_dims\[0\] \(modality 0\) must be a positive int"):
+        fusion.create(name, (np.True_, *in_dims[1:]), 3, rngs=nnx.Rngs(0))

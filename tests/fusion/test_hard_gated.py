@@ -312,3 +312,11 @@ def test_bad_options_raise_naming_the_option(option, value):
 def test_needs_at_least_two_modalities():
     with pytest.raises(ValueError, match="hard_gated needs at least 2 modalities"):
         fusion.create("hard_gated", (3,), OUT, rngs=nnx.Rngs(0))
+
+
+def test_a_numpy_scalar_temperature_is_a_number():
+    op = fusion.create("hard_gated", (3, 2), 4, temperature=np.float32(0.5), rngs=nnx.Rngs(0))
+    assert op.temperature == 0.5 and type(op.temperature) is float
+    for bad in (np.float32(-1.0), np.float64(np.inf), np.True_):
+        with pytest.raises(ValueError, match="temperature must be a positive number"):
+            fusion.create("hard_gated", (3, 2), 4, temperature=bad, rngs=nnx.Rngs(0))
