@@ -8,6 +8,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from mmfuse.fusion._core import (
@@ -53,12 +54,29 @@ def tensor_features(xs: Sequence[jax.typing.ArrayLike], *, append: str = "last")
 
     The explicit TFN feature vector, in row-major order over the modalities (the
     first modality's index varies slowest). ``tensor`` never builds it; it is here
-    for inspection and for fitting the linear layer in closed form.
+    for inspection and for fitting the linear layer in closed form. Inputs are
+    checked as ``tensor``'s (shared leading dims; integers become float32).
     """
     check_choice(append, APPEND_POSITIONS, "append_one", "tensor")
+    if isinstance(xs, (str, jax.Array, np.ndarray)) or not isinstance(xs, Sequence) or not xs:
+        raise ValueError(
+            "tensor_features: expected a non-empty sequence of modality arrays, got "
+            + (
+                f"an empty {type(xs).__name__}"
+                if isinstance(xs, Sequence) and not xs
+                else type(xs).__name__
+            )
+        )
+    for m, x in enumerate(xs):
+        if jnp.ndim(x) < 1:
+            raise ValueError(
+                f"tensor_features: modality {m} must have shape [..., d_m], got a scalar"
+            )
+    # checked against their own widths: what matters here is the shared leading dims
+    xs = check_inputs(xs, [jnp.shape(x)[-1] for x in xs], "tensor_features")
     feats = None
     for x in xs:
-        z = append_one(jnp.asarray(x), append)  # [..., d_m + 1]
+        z = append_one(x, append)  # [..., d_m + 1]
         if feats is None:
             feats = z
         else:

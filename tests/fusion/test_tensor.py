@@ -42,6 +42,22 @@ def test_tensor_features_are_the_row_major_outer_product():
     np.testing.assert_allclose(feats_first, [[1.0, 5.0, 2.0, 10.0, 3.0, 15.0]])
 
 
+def test_tensor_features_check_their_inputs_as_tensor_does():
+    assert F.tensor_features((np.ones((2, 1), int), np.ones((2, 1), int))).dtype == np.float32
+    with pytest.raises(
+        ValueError, match=r"modality 1 has leading dims \(5,\) .* modality 0 has \(1,\)"
+    ):
+        F.tensor_features((np.ones((1, 3)), np.ones((5, 4))))  # would broadcast to [5, 20]
+    with pytest.raises(
+        ValueError, match="non-empty sequence of modality arrays, got an empty list"
+    ):
+        F.tensor_features([])
+    with pytest.raises(ValueError, match="non-empty sequence of modality arrays, got ndarray"):
+        F.tensor_features(np.ones((2, 3)))
+    with pytest.raises(ValueError, match="modality 1 must have shape"):
+        F.tensor_features((np.ones((2, 3)), 1.0))
+
+
 def test_module_equals_features_times_flattened_kernel():
     op = fusion.create("tensor", (3, 2), 4, rngs=nnx.Rngs(1))
     xs = (
