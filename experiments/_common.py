@@ -122,9 +122,8 @@ def load_task(
         s: {**{m: arrays[m] for m in keep}, "label": arrays["label"]}
         for s, arrays in loaded.items()
     }
-    labels = np.concatenate([arrays["label"] for arrays in loaded.values()])
-    num_classes = int(labels.max()) + 1 if np.issubdtype(labels.dtype, np.integer) else None
-    return Task(name, keep, splits_out, num_classes)
+    # The declared count, not max(label) + 1: a split or a small file may lack the top class.
+    return Task(name, keep, splits_out, data.num_classes(name, **options))
 
 
 def standardized(task: Task, reference: str = "train") -> Task:

@@ -11,7 +11,8 @@
   per-modality batches whose state (``get_state`` / ``set_state``) resumes exactly;
 - ``info(name, **options)``: the tfds ``DatasetInfo``; its ``metadata`` records every
   generating parameter, seed included;
-- ``options(name)``: the options a dataset accepts, with defaults.
+- ``options(name)``: the options a dataset accepts, with defaults;
+- ``num_classes(name, **options)``: the label's class count (None for regression).
 
 Every dataset's module in ``mmfuse.data.builders`` documents its shapes and sources.
 tensorflow_datasets and grain are imported on first use, not by ``import mmfuse``.
@@ -22,7 +23,7 @@ tensorflow_datasets and grain are imported on first use, not by ``import mmfuse`
 ((512, 16), (512, 16), (512,))
 """
 
-from mmfuse.data._api import batches, info, load, options
+from mmfuse.data._api import batches, info, load, num_classes, options
 from mmfuse.data._catalogue import names
 
-__all__ = ["batches", "info", "load", "names", "options"]
+__all__ = ["batches", "info", "load", "names", "num_classes", "options"]

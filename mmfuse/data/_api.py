@@ -34,6 +34,30 @@ def options(name: str) -> dict[str, Any]:
     return {**cls.VARIANTS[entry.variant], **cls.READ_OPTIONS, **entry.read}
 
 
+def num_classes(
+    name: str,
+    *,
+    data_dir: PathLike | None = None,
+    manual_dir: PathLike | None = None,
+    **options: Any,
+) -> int | None:
+    """How many classes ``load(name, **options)["label"]`` has; None for a regression target.
+
+    The count is declared by the dataset, not read off the data, so it holds for every
+    split, even one (or a small source file) where some class never occurs. Nothing is
+    built or read: ``data_dir`` and ``manual_dir`` are accepted so that the keyword
+    arguments of a ``load`` call can be passed unchanged, and are not used.
+
+    >>> num_classes("cmu_mosi/seven_class"), num_classes("book_reviews")
+    (7, None)
+    """
+    entry = resolve(name)
+    cls = entry.builder_class()
+    build, read = _split_options(name, entry, cls, options)
+    config = cls.make_config(entry.variant, **build)
+    return cls.num_classes(config.params, cls.check_read(config.params, read))
+
+
 def _split_options(
     name: str, entry: Entry, cls: Any, overrides: Mapping[str, Any]
 ) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -167,3 +167,30 @@ def test_every_dataset_builds_and_loads_without_tensorflow(tmp_path):
         assert result["shapes"]["uci_mfeat"] == [2000, 76]
     arrays = list(pathlib.Path(tmp_path / "tfds").rglob("*.array_record-*"))
     assert len(arrays) >= 3 * 9 + 1
+
+
+@pytest.mark.parametrize(
+    "name, options, expected",
+    [
+        ("synthetic/xor", {}, 2),
+        ("synthetic/mix", {"num_classes": 5}, 5),
+        ("book_reviews", {}, None),
+        ("digits_halves", {}, 10),
+        ("uci_mfeat", {"views": ("fou", "kar")}, 10),
+        ("cmu_mosi", {}, None),
+        ("cmu_mosi", {"label": "seven_class"}, 7),
+        ("cmu_mosi/binary", {}, 2),
+        ("cmu_mosei/seven_class", {"data_dir": "/nonexistent"}, 7),
+    ],
+)
+def test_num_classes_is_declared_without_building(name, options, expected, tmp_path, monkeypatch):
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
+    assert data.num_classes(name, **options) == expected
+    assert not any(tmp_path.iterdir())  # nothing built or downloaded
+
+
+def test_num_classes_checks_its_options():
+    with pytest.raises(ValueError, match="unknown option"):
+        data.num_classes("digits_halves", label="binary")
+    with pytest.raises(ValueError, match="label must be one of"):
+        data.num_classes("cmu_mosi", label="three_class")

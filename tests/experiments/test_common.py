@@ -167,3 +167,18 @@ def test_a_set_operator_option_reaches_the_operator():
     assert _common.fusion_options(config.model) == {"rank": 7}
     model = _common.model_from_config(config.model, task, seed=0)
     assert {f.shape[0] for f in model.fusion.functional_params()["factors"]} == {7}
+
+
+def test_load_task_takes_the_declared_class_count_not_the_largest_label(tmp_path):
+    from tests.data.helpers import aligned_pickle, write_pickle
+
+    content = aligned_pickle(seed=1)
+    for split in content.values():  # no score rounds to 3, so class 6 never occurs
+        split["labels"] = np.clip(split["labels"], -3.0, 2.0)
+    write_pickle(tmp_path / "downloads" / "manual", content)
+    task = _common.load_task("cmu_mosi/seven_class", data_dir=str(tmp_path))
+    labels = np.concatenate([task.splits[s]["label"] for s in task.splits])
+    assert labels.max() == 5
+    assert task.num_classes == task.num_outputs == 7
+    regression = _common.load_task("cmu_mosi", data_dir=str(tmp_path))
+    assert regression.num_classes is None and regression.num_outputs == 1

@@ -102,8 +102,8 @@ class ArrayBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     Subclass attributes: ``name`` (the tfds name), ``VARIANTS`` (variant -> default
     parameters), ``READ_OPTIONS`` (options applied when reading, with defaults),
     ``SPLITS``, ``SUMMARY``, ``CITATION``, ``HOMEPAGE``. Hooks: ``check_params``,
-    ``features``, ``generate``, ``modalities`` and, where records need more than a
-    selection of keys, ``view``.
+    ``features``, ``generate``, ``modalities``, ``num_classes`` and, where records
+    need more than a selection of keys, ``view``.
 
     Args:
       manual_dir: where manually downloaded files are looked for; by default
@@ -171,6 +171,15 @@ class ArrayBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     @classmethod
     def modalities(cls, params: Mapping[str, Any], read: Mapping[str, Any]) -> tuple[str, ...]:
         """The modality keys, in order, that reading yields besides ``label``."""
+        raise NotImplementedError
+
+    @classmethod
+    def num_classes(cls, params: Mapping[str, Any], read: Mapping[str, Any]) -> int | None:
+        """How many classes the read label has, or None for a regression target.
+
+        Declared rather than counted, so that a split (or a small file) in which the
+        last class happens not to occur still gets the full label set.
+        """
         raise NotImplementedError
 
     def features(self, params: Mapping[str, Any]) -> dict[str, tfds.features.FeatureConnector]:

@@ -109,6 +109,10 @@ class BookReviews(ArrayBuilder):
     def modalities(cls, params: Mapping[str, Any], read: Mapping[str, Any]) -> tuple[str, ...]:
         return ("smiling", "critic")
 
+    @classmethod
+    def num_classes(cls, params: Mapping[str, Any], read: Mapping[str, Any]) -> int | None:
+        return None  # the audience score is a regression target
+
     def features(self, params: Mapping[str, Any]) -> dict[str, tfds.features.FeatureConnector]:
         return {
             "smiling": tfds.features.Tensor(shape=(1,), dtype=np.float32),

@@ -53,6 +53,7 @@ MODALITIES = ("text", "audio", "vision")
 PICKLE_SPLITS = {"train": "train", "validation": "valid", "test": "test"}
 LABEL_VIEWS = ("regression", "binary", "seven_class")
 SCORE_RANGE = 3.0
+CLASSES = {"regression": None, "binary": 2, "seven_class": 2 * int(SCORE_RANGE) + 1}
 
 
 def label_view(score: Any, view: str) -> np.ndarray:
@@ -210,6 +211,10 @@ class _CmuBuilder(ArrayBuilder, skip_registration=True):
     @classmethod
     def modalities(cls, params: Mapping[str, Any], read: Mapping[str, Any]) -> tuple[str, ...]:
         return MODALITIES
+
+    @classmethod
+    def num_classes(cls, params: Mapping[str, Any], read: Mapping[str, Any]) -> int | None:
+        return CLASSES[read["label"]]
 
     @classmethod
     def view(

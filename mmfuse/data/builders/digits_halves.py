@@ -27,6 +27,7 @@ import tensorflow_datasets as tfds
 
 from mmfuse.data.builders._base import ArrayBuilder, Columns, stratified_split
 
+NUM_CLASSES = 10
 SPLIT_FRACTIONS = (0.7, 0.1, 0.2)
 SPLIT_SEED = 0
 
@@ -79,11 +80,15 @@ class DigitsHalves(ArrayBuilder):
     def modalities(cls, params: Mapping[str, Any], read: Mapping[str, Any]) -> tuple[str, ...]:
         return ("top", "bottom")
 
+    @classmethod
+    def num_classes(cls, params: Mapping[str, Any], read: Mapping[str, Any]) -> int | None:
+        return NUM_CLASSES
+
     def features(self, params: Mapping[str, Any]) -> dict[str, tfds.features.FeatureConnector]:
         return {
             "top": tfds.features.Tensor(shape=(32,), dtype=np.float32),
             "bottom": tfds.features.Tensor(shape=(32,), dtype=np.float32),
-            "label": tfds.features.ClassLabel(num_classes=10),
+            "label": tfds.features.ClassLabel(num_classes=NUM_CLASSES),
         }
 
     def metadata(self, params: Mapping[str, Any]) -> dict[str, Any]:

@@ -204,6 +204,10 @@ class Synthetic(ArrayBuilder):
     def modalities(cls, params: Mapping[str, Any], read: Mapping[str, Any]) -> tuple[str, ...]:
         return tuple(f"x{m}" for m in range(1, len(params["widths"]) + 1))
 
+    @classmethod
+    def num_classes(cls, params: Mapping[str, Any], read: Mapping[str, Any]) -> int | None:
+        return params["num_classes"]
+
     def features(self, params: Mapping[str, Any]) -> dict[str, tfds.features.FeatureConnector]:
         features: dict[str, tfds.features.FeatureConnector] = {
             f"x{m}": tfds.features.Tensor(shape=(d,), dtype=np.float32)

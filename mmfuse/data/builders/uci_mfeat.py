@@ -45,6 +45,7 @@ from mmfuse.data.builders._base import ArrayBuilder, Columns, stratified_split
 VIEWS = {"fou": 76, "fac": 216, "kar": 64, "pix": 240, "zer": 47, "mor": 6}
 NUM_EXAMPLES = 2000
 PER_CLASS = 200
+NUM_CLASSES = NUM_EXAMPLES // PER_CLASS  # digits 0..9
 SPLIT_FRACTIONS = (0.7, 0.1, 0.2)
 SPLIT_SEED = 0
 URL = "https://archive.ics.uci.edu/static/public/72/multiple+features.zip"
@@ -149,12 +150,16 @@ class UciMfeat(ArrayBuilder):
     def modalities(cls, params: Mapping[str, Any], read: Mapping[str, Any]) -> tuple[str, ...]:
         return tuple(read["views"])
 
+    @classmethod
+    def num_classes(cls, params: Mapping[str, Any], read: Mapping[str, Any]) -> int | None:
+        return NUM_CLASSES
+
     def features(self, params: Mapping[str, Any]) -> dict[str, tfds.features.FeatureConnector]:
         features: dict[str, tfds.features.FeatureConnector] = {
             view: tfds.features.Tensor(shape=(width,), dtype=np.float32)
             for view, width in VIEWS.items()
         }
-        features["label"] = tfds.features.ClassLabel(num_classes=10)
+        features["label"] = tfds.features.ClassLabel(num_classes=NUM_CLASSES)
         return features
 
     def metadata(self, params: Mapping[str, Any]) -> dict[str, Any]:
