@@ -9,6 +9,7 @@ is rescaled so that it never outgrows ``β·‖z‖``, added to ``z`` and layer-
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -168,6 +169,8 @@ def modality_shift(
     beta: float = 1e-3,
     eps: float = 1e-6,
     layer_norm_eps: float = 1e-5,
+    dropout: float = 0.0,
+    key: jax.Array | None = None,
     compute_dtype: Any = None,
 ) -> jax.Array:
     """Modality-shifting fusion ``LayerNorm(z + α·H)`` (MAG; RAVEN with sigmoid gates).
@@ -182,8 +185,10 @@ def modality_shift(
     time step for ``[B, T, d]`` sequences): the norms run over the feature axis only.
     With ``β = 0`` the output is exactly ``LayerNorm(z)``. When ``C != d_0`` a final
     linear layer ``out @ W_out + b_out`` maps the ``d_0``-wide result to ``C``; when
-    ``C == d_0`` there is none. The dropout that MAG applies after the layer norm is
-    left to the model.
+    ``C == d_0`` there is none. MAG's dropout follows the layer norm (before that
+    linear layer): with a ``key`` each feature is zeroed with probability ``dropout``
+    and the kept ones are scaled by ``1 / (1 - dropout)``; without a key (evaluation)
+    there is none.
 
     Args:
       params: as returned by ``init_modality_shift``.
@@ -193,6 +198,9 @@ def modality_shift(
       beta: ``β ≥ 0``, the largest shift relative to ``‖z‖`` (MAG's default 1e-3).
       eps: ``ε > 0`` in the denominator of ``α``.
       layer_norm_eps: added to the variance in the layer norm.
+      dropout: the dropout rate after the layer norm, in ``[0, 1)`` (MAG uses 0.5);
+        applied only with a ``key``.
+      key: PRNG key for a training-mode dropout mask; ``None`` is deterministic.
       compute_dtype: the matmul operand dtype, e.g. ``jnp.bfloat16`` (float32
         accumulation; the norms, ``α`` and the layer norm stay float32); None
         (default) computes in the inputs' dtype.
@@ -208,10 +216,15 @@ def modality_shift(
     """
     check_choice(gate, GATES, "gate", "modality_shift")
     cd = check_compute_dtype(compute_dtype, "modality_shift")
+    dropout = _check_rate(dropout)
     xs = check_inputs(xs, _in_dims(params), "modality_shift")
     z = xs[0]
     shifted = z + _displacement(params, z, xs[1:], gate, beta, eps, cd)  # [..., d_0]
     out = _layer_norm(shifted, params["norm_scale"], params["norm_bias"], layer_norm_eps)
+    if key is not None and dropout > 0:
+        keep = 1.0 - dropout
+        kept = jax.random.bernoulli(key, keep, out.shape)  # [..., d_0], one draw per feature
+        out = jnp.where(kept, out / keep, 0.0).astype(out.dtype)
     if "out_kernel" in params:
         out = linear(out, params["out_kernel"], params["out_bias"], compute_dtype=cd)
     return out
@@ -222,7 +235,7 @@ def _check_real(value, option: str, *, positive: bool) -> float:
     bound = "> 0" if positive else ">= 0"
     if (
         isinstance(value, bool)
-        or not isinstance(value, (int, float))
+        or not isinstance(value, numbers.Real)
         or not math.isfinite(value)
         or value < 0
         or (positive and value == 0)
@@ -231,18 +244,33 @@ def _check_real(value, option: str, *, positive: bool) -> float:
     return float(value)
 
 
+def _check_rate(value) -> float:
+    """A dropout rate in ``[0, 1)``; raises naming the option."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not 0 <= float(value) < 1  # NaN fails too
+    ):
+        raise ValueError(f"modality_shift: dropout must be a number in [0, 1), got {value!r}")
+    return float(value)
+
+
 @register("modality_shift")
 class ModalityShiftFusion(FusionOperator):
     """MAG / RAVEN: ``LayerNorm(z + α·H)``, modality 0 shifted by the others (M ≥ 2).
 
     See ``fusion.functional.modality_shift`` for the maths. If ``out_dim != d_0`` a
-    final linear layer maps the result to ``out_dim``. Dropout is left to the model.
+    final linear layer maps the result to ``out_dim``. With ``dropout > 0`` the
+    operator is ``stochastic``: pass ``key=`` in training steps to drop features after
+    the layer norm; without a key it is deterministic.
 
     Options:
       gate: ``"relu"`` (MAG, default) or ``"sigmoid"`` (RAVEN).
       beta: the largest shift relative to ``‖z‖``, ``≥ 0`` (default 1e-3 as in MAG).
       eps: ``> 0``, stabilises ``α``'s denominator (default 1e-6).
       layer_norm_eps: ``> 0``, added to the layer norm's variance (default 1e-5).
+      dropout: rate in ``[0, 1)`` after the layer norm, applied with a ``key``
+        (default 0; MAG uses 0.5).
       kernel_init: initializer of every kernel (default LeCun normal over the fan-in).
       compute_dtype: matmul operand dtype, e.g. ``jnp.bfloat16`` (see ``FusionOperator``).
     """
@@ -256,11 +284,13 @@ class ModalityShiftFusion(FusionOperator):
         beta: float = 1e-3,
         eps: float = 1e-6,
         layer_norm_eps: float = 1e-5,
+        dropout: float = 0.0,
         kernel_init: Initializer | None = None,
         compute_dtype: Any = None,
         rngs: nnx.Rngs,
     ):
         self.gate = check_choice(gate, GATES, "gate", "modality_shift")
+        self.dropout = _check_rate(dropout)
         self.beta = _check_real(beta, "beta", positive=False)
         self.eps = _check_real(eps, "eps", positive=True)
         self.layer_norm_eps = _check_real(layer_norm_eps, "layer_norm_eps", positive=True)
@@ -271,7 +301,15 @@ class ModalityShiftFusion(FusionOperator):
             compute_dtype,
         )
 
-    def __call__(self, xs: Sequence[jax.typing.ArrayLike]) -> jax.Array:
+    @property
+    def stochastic(self) -> bool:
+        """Whether training steps should pass ``key=`` (there is dropout to sample)."""
+        return self.dropout > 0
+
+    def __call__(
+        self, xs: Sequence[jax.typing.ArrayLike], *, key: jax.Array | None = None
+    ) -> jax.Array:
+        """``z: [..., C]``; ``key`` samples the dropout mask (training only)."""
         return modality_shift(
             self.functional_params(),
             xs,
@@ -279,5 +317,7 @@ class ModalityShiftFusion(FusionOperator):
             beta=self.beta,
             eps=self.eps,
             layer_norm_eps=self.layer_norm_eps,
+            dropout=self.dropout,
+            key=key,
             compute_dtype=self.compute_dtype,
         )

@@ -220,6 +220,9 @@ def test_sequence_input_is_fused_per_time_step(out_dim):
         ({"beta": "0.1"}, "beta must be a finite number >= 0"),
         ({"eps": 0.0}, "eps must be a finite number > 0"),
         ({"layer_norm_eps": -1e-5}, "layer_norm_eps must be a finite number > 0"),
+        ({"dropout": 1.0}, r"dropout must be a number in \[0, 1\), got 1.0"),
+        ({"dropout": -0.1}, r"dropout must be a number in \[0, 1\)"),
+        ({"dropout": float("nan")}, r"dropout must be a number in \[0, 1\)"),
     ],
 )
 def test_bad_options_raise_naming_the_option(options, match):
@@ -233,3 +236,59 @@ def test_needs_a_secondary_modality():
     params = F.init_modality_shift(jax.random.key(0), (3, 2), 3)
     with pytest.raises(ValueError, match=r"gate='gelu'"):
         F.modality_shift(params, [jnp.ones((1, 3)), jnp.ones((1, 2))], gate="gelu")
+
+
+def test_dropout_zeroes_features_after_the_layer_norm_and_rescales_the_rest():
+    rate = 0.5
+    in_dims = (16, 6, 5)
+    op = fusion.create("modality_shift", in_dims, 16, rngs=nnx.Rngs(0), beta=0.5, dropout=rate)
+    assert (
+        op.stochastic
+        and not fusion.create("modality_shift", in_dims, 16, rngs=nnx.Rngs(0)).stochastic
+    )
+    xs = [jax.random.normal(jax.random.key(m), (512, d)) for m, d in enumerate(in_dims)]
+    clean = np.asarray(op(xs))  # no key: deterministic, no dropout
+    np.testing.assert_array_equal(
+        clean, F.modality_shift(op.functional_params(), xs, beta=0.5, dropout=0.0)
+    )
+    dropped = np.asarray(op(xs, key=jax.random.key(1)))
+    kept = dropped != 0
+    # every feature is either dropped or the layer-norm output scaled by 1 / (1 - rate)
+    np.testing.assert_allclose(dropped[kept], clean[kept] / (1 - rate), rtol=1e-6)
+    assert abs(1 - kept.mean() - rate) < 0.01  # 8,192 draws: 4.5 standard errors
+    assert kept.any(axis=1).all() and not kept.all(axis=1).any()  # masks differ per example
+    again = np.asarray(op(xs, key=jax.random.key(1)))
+    other = np.asarray(op(xs, key=jax.random.key(2)))
+    np.testing.assert_array_equal(again, dropped)
+    assert (other != dropped).any()
+
+
+def test_dropout_precedes_the_output_projection():
+    in_dims, out_dim = (8, 3), 4
+    params = F.init_modality_shift(jax.random.key(0), in_dims, out_dim)
+    xs = [jax.random.normal(jax.random.key(m + 1), (64, d)) for m, d in enumerate(in_dims)]
+    key = jax.random.key(5)
+    out = F.modality_shift(params, xs, beta=1.0, dropout=0.25, key=key)
+    # the same model without its projection drops exactly the same features
+    no_proj = {k: v for k, v in params.items() if not k.startswith("out_")}
+    hidden = F.modality_shift(no_proj, xs, beta=1.0, dropout=0.25, key=key)  # [64, 8]
+    expected = hidden @ params["out_kernel"] + params["out_bias"][None]
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+    assert (np.asarray(hidden) == 0).mean() > 0.15
+
+
+def test_a_model_with_dropout_is_stochastic_for_the_trainers():
+    from experiments import _common
+    from mmfuse import models
+
+    op = fusion.create("modality_shift", (4, 3), 4, rngs=nnx.Rngs(0), beta=1.0, dropout=0.5)
+    model = models.FusionModel([None, None], op, nnx.Linear(4, 2, rngs=nnx.Rngs(1)))
+    assert _common.is_stochastic(model)
+    task = _common.Task("toy", ("a", "b"), {}, num_classes=2)
+    loss_fn, _ = _common.make_objective(task, stochastic=True)
+    batch = {"a": jnp.ones((8, 4)), "b": jnp.ones((8, 3)), "label": jnp.zeros((8,), jnp.int32)}
+    batch["a"] = batch["a"] * jnp.arange(8)[:, None]
+    losses = {float(loss_fn(model, batch, jax.random.key(k))) for k in range(4)}
+    assert len(losses) == 4  # the step's key samples the dropout mask
+    deterministic = _common.make_objective(task, stochastic=False)[0]
+    assert len({float(deterministic(model, batch, jax.random.key(k))) for k in range(4)}) == 1
