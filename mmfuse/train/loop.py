@@ -57,8 +57,9 @@ class FitResult:
       best_metric: the monitored validation metric at ``best_step`` (or ``None``).
       stopped_early: whether patience ran out before ``num_steps``.
       step_seconds: median wall-clock seconds of a train step, measured over the
-        logging intervals after the first (which compiles); ``None`` if too few steps
-        ran in this process (e.g. a resumed run that was already finished).
+        logging intervals after the first (which compiles), without the time spent
+        evaluating and checkpointing; ``None`` if too few steps ran in this process
+        (e.g. a resumed run that was already finished).
     """
 
     model: nnx.Module
@@ -324,6 +325,8 @@ def fit(
                             saving = checkpointer is not None
             if saving:
                 checkpointer.save(step, state, meta)
+            if evaluating or saving:  # step times leave out evaluation and checkpointing
+                last_time = time.perf_counter()
     finally:
         bar.close()
         if checkpointer is not None:

@@ -167,3 +167,18 @@ def test_a_run_stopped_by_patience_stays_stopped(tmp_path):
     run(tmp_path, num_steps=200, **kwargs)
     again = run(tmp_path, num_steps=400, **kwargs)
     assert again.stopped_early and again.step == 30 and again.step_seconds is None
+
+
+def test_step_seconds_leave_out_checkpointing_and_evaluation(tmp_path, monkeypatch):
+    import time
+
+    save = Checkpointer.save
+
+    def slow_save(self, *args, **kwargs):
+        time.sleep(0.5)
+        return save(self, *args, **kwargs)
+
+    monkeypatch.setattr(Checkpointer, "save", slow_save)
+    # every logging interval ends at a checkpoint, which would add 0.5 s / 5 to each step
+    result = run(tmp_path, num_steps=30, log_every=5, checkpoint_every=5, eval_every=5)
+    assert result.step_seconds is not None and result.step_seconds < 0.05
