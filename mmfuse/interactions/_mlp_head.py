@@ -40,26 +40,45 @@ class SplitMLP:
         the last one ending at the C outputs.
       activations: one per entry of ``layers``, applied before that layer (``None``:
         none, where two linear layers follow each other).
+      input_dtype: the first layer's matmul operand dtype in the model (``None``: the
+        operands' own).
+      dtypes: the same for each entry of ``layers`` (the fusion's layers and the
+        head's each keep their module's ``compute_dtype``).
     """
 
     input_kernels: tuple[jax.Array, ...]
     bias: jax.Array
     layers: tuple[tuple[jax.Array, jax.Array], ...]
     activations: tuple[Activation | None, ...]
+    input_dtype: Any = None
+    dtypes: tuple[Any, ...] | None = None
+
+    def layer_dtypes(self) -> tuple[Any, ...]:
+        """The model's operand dtype of the first layer, then of each later layer."""
+        later = self.dtypes if self.dtypes is not None else (None,) * len(self.layers)
+        return (self.input_dtype, *later)
 
     def parts(self, hs: Sequence[jax.Array], dtype: Any = None) -> tuple[jax.Array, ...]:
-        """``u_m = h_m W_m`` (plus the bias on ``u_1``): M arrays ``[N, e_m]`` -> ``[N, H]``."""
+        """``u_m = h_m W_m`` (plus the bias on ``u_1``): M arrays ``[N, e_m]`` -> ``[N, H]``.
+
+        ``dtype`` overrides the model's operand dtype (``None``: keep it).
+        """
+        dtype = dtype or self.input_dtype
         us = tuple(
             matmul(h, kernel, dtype) for h, kernel in zip(hs, self.input_kernels, strict=True)
         )
         return (add_bias(us[0], self.bias), *us[1:])
 
     def rest(self, x: jax.Array, dtype: Any = None) -> jax.Array:
-        """``g(x)``: ``[..., H]`` summed parts -> ``[..., C]`` outputs."""
-        for (kernel, bias), act in zip(self.layers, self.activations, strict=True):
+        """``g(x)``: ``[..., H]`` summed parts -> ``[..., C]`` outputs (``dtype`` as for
+        ``parts``, for every layer)."""
+        layer_dtypes = self.layer_dtypes()[1:]
+        for (kernel, bias), act, own in zip(
+            self.layers, self.activations, layer_dtypes, strict=True
+        ):
             if act is not None:
                 x = act(x)
-            x = add_bias(matmul(x, kernel, dtype), bias)  # [..., H_next]
+            x = add_bias(matmul(x, kernel, dtype or own), bias)  # [..., H_next]
         return x
 
     def head(self, dtype: Any = None) -> Callable[[Sequence[jax.Array]], jax.Array]:
@@ -72,7 +91,8 @@ def split_mlp(model: nnx.Module) -> SplitMLP | None:
 
     Recognised: nonlinear (early) fusion (``mmfuse.fusion.create("nonlinear", ...)``),
     followed by no head, a ``nnx.Linear`` or an ``mmfuse.models.MLP``. The returned
-    arrays are the model's current parameters.
+    arrays are the model's current parameters, each layer with the operand dtype its
+    module computes in.
     """
     if not isinstance(model, FusionModel) or not isinstance(model.fusion, NonlinearFusion):
         return None
@@ -81,16 +101,21 @@ def split_mlp(model: nnx.Module) -> SplitMLP | None:
     # the fusion MLP: act between layers, its last layer linear
     layers = list(zip(params["kernels"], params["biases"][1:], strict=True))
     activations: list[Activation | None] = [act] * len(layers)
+    fusion_dtype = model.fusion.compute_dtype
+    dtypes = [fusion_dtype] * len(layers)
     head = model.head
     if isinstance(head, nnx.Linear):
-        head_layers, head_acts = [head], [None]
+        # an nnx.Linear computes in its `dtype` (None: its inputs')
+        head_layers, head_acts, head_dtype = [head], [None], head.dtype
     elif isinstance(head, MLP):
         head_layers = list(head.layers)
         head_acts = [None] + [head.activation] * (len(head_layers) - 1)
+        head_dtype = head.compute_dtype
     elif head is None:
-        head_layers, head_acts = [], []
+        head_layers, head_acts, head_dtype = [], [], None
     else:
         return None
+    dtypes.extend([head_dtype] * len(head_layers))
     for layer in head_layers:
         if layer.bias is None:
             bias = jnp.zeros((layer.out_features,), jnp.float32)
@@ -103,4 +128,6 @@ def split_mlp(model: nnx.Module) -> SplitMLP | None:
         bias=params["biases"][0],
         layers=tuple(layers),
         activations=tuple(activations),
+        input_dtype=fusion_dtype,
+        dtypes=tuple(dtypes),
     )

@@ -30,7 +30,7 @@ class _View(NamedTuple):
     module: nnx.Module
     split: SplitMLP | None  # an early-fusion MLP head, split at its first layer
     tensor: TensorHead | None  # tensor fusion and the head after it
-    dtype: Any  # the matmul operand dtype of the split or tensor path (None: the params')
+    dtype: Any  # the matmul operand dtype of the split or tensor path (None: the model's)
 
 
 def _view(model: Model, compute_dtype: Any) -> _View:
@@ -38,11 +38,12 @@ def _view(model: Model, compute_dtype: Any) -> _View:
         pure, module = model, nnx.merge(model.graphdef, model.params)
     else:
         pure, module = as_pure(model), model
+    split = split_mlp(module)
+    if split is not None:  # None keeps each layer's own dtype, the fusion's and the head's
+        return _View(pure, module, split, None, compute_dtype)
     if compute_dtype is None:  # the precision the model computes its fusion in
         compute_dtype = getattr(getattr(module, "fusion", None), "compute_dtype", None)
-    split = split_mlp(module)
-    tensor = None if split is not None else tensor_head(module, compute_dtype)
-    return _View(pure, module, split, tensor, compute_dtype)
+    return _View(pure, module, None, tensor_head(module, compute_dtype), compute_dtype)
 
 
 def model_fn(
@@ -71,8 +72,9 @@ def model_fn(
       inputs: M arrays ``[N, ...]`` paired along axis 0.
       compute_dtype: for a split MLP head or tensor fusion only: the matmul
         operands' dtype (e.g. ``jnp.bfloat16``), with float32 accumulation and
-        outputs; ``None`` uses the fusion operator's own ``compute_dtype`` (float32
-        unless the model was built with one).
+        outputs; ``None`` computes as the model does: each layer of a split MLP head
+        in its module's ``compute_dtype`` (the fusion operator's, the head's), tensor
+        fusion and its head in the fusion operator's.
 
     Returns:
       ``(fn, xs)``: ``head`` (or ``apply``) with the parameters bound, and the M
@@ -151,7 +153,8 @@ def emap_model(
         ``block_size`` is the rows per program).
       kernel: ``"xla"`` or ``"pallas"``.
       compute_dtype: the matmul operand dtype of a split MLP head or tensor fusion
-        (see ``model_fn``; ``None``: the fusion operator's own).
+        (see ``model_fn``; ``None``: the model's own). The Pallas kernel computes every
+        layer in one dtype, so a model whose fusion and head differ needs one here.
       kernel_options: with ``kernel="pallas"``, the kernel's tiling and launch
         parameters: ``block_cols`` (columns per tile, default 64), ``rows_per_step``
         (rows paired with a tile at once, default 2), ``hidden_chunk`` (the last
@@ -230,7 +233,7 @@ def _pallas_pair_sums(
         raise ValueError(
             f"emap_model: unknown kernel_options {sorted(unknown)}; valid: {KERNEL_OPTIONS}"
         )
-    operand_dtype = view.dtype or jnp.result_type(*(k for k, _ in split.layers))
+    operand_dtype = view.dtype or _one_dtype(split, advice)
 
     def pair_sums(us, shift, dtype, block_size):
         if any(u.ndim != 2 for u in us):
@@ -253,6 +256,20 @@ def _pallas_pair_sums(
         return tuple(s.astype(dtype) for s in sums), count
 
     return pair_sums
+
+
+def _one_dtype(split: SplitMLP, advice: str) -> Any:
+    """The single operand dtype the fused kernel runs a split head in, as the model does."""
+    own = {jnp.dtype(d) if d is not None else None for d in split.layer_dtypes()}
+    if own == {None}:  # the parameters' dtype, as matmul on them would use
+        return jnp.result_type(*(k for k, _ in split.layers))
+    if len(own) == 1:
+        return own.pop()
+    names = sorted("the operands' own" if d is None else d.name for d in own)
+    raise ValueError(
+        "emap_model: kernel='pallas' computes every layer in one dtype, but this model's "
+        f"layers compute in {' and '.join(names)}; pass compute_dtype= (or {advice})"
+    )
 
 
 def sharded_emap_model(

@@ -166,6 +166,27 @@ def test_a_model_built_in_bf16_gets_emap_in_bf16_by_default():
     )
 
 
+@pytest.mark.parametrize("low_part", ["fusion", "head"])
+def test_fusion_and_head_each_keep_their_own_compute_dtype(low_part):
+    xs = inputs(4, 33, (7, 3))
+    mixed = early_fusion(head="mlp")
+    getattr(mixed, low_part).compute_dtype = jnp.dtype(jnp.bfloat16)  # the other stays f32
+    whole = whole_model_emap(mixed, xs)
+    split = interactions.emap_model(mixed, xs, decompose=True)
+    assert_same(split, whole, rtol=1e-5, atol=1e-5)
+    # one dtype for every layer (what the split path did before) is visibly off
+    for dtype in (jnp.bfloat16, jnp.float32):
+        one = interactions.emap_model(mixed, xs, decompose=True, compute_dtype=dtype)
+        assert np.max(np.abs(one.projected - whole.projected)) > 1e-4
+    # the fused kernel has one dtype for all layers, so it asks for one
+    with pytest.raises(ValueError, match=r"layers compute in bfloat16 and the operands' own"):
+        interactions.emap_model(mixed, xs, kernel="pallas")
+    pinned = interactions.emap_model(mixed, xs, kernel="pallas", compute_dtype=jnp.bfloat16)
+    np.testing.assert_allclose(
+        pinned, interactions.emap_model(mixed, xs, compute_dtype=jnp.bfloat16), atol=1e-3
+    )
+
+
 def test_non_finite_pairs_are_counted_as_by_the_blocked_pass():
     model, xs = early_fusion(hidden=(8,), out=2), inputs(5, 21, (7, 3))
     # one huge example of modality 1 overflows the hidden layer for every pair it is in
