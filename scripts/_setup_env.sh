@@ -12,5 +12,13 @@ if [ -z "${VIRTUAL_ENV:-}" ]; then
 fi
 extras="${1:-}"
 echo "[mmfuse] installing mmfuse${extras:+[$extras]} into $(python -c 'import sys; print(sys.prefix)')"
-python -m pip install --quiet --upgrade pip
-python -m pip install --quiet -e "$repo_root${extras:+[$extras]}"
+# pip's output (and the build backend's banners) is shown only if the install fails
+pip_log="$(mktemp)"
+if ! { python -m pip install --quiet --upgrade pip &&
+  python -m pip install --quiet -e "$repo_root${extras:+[$extras]}"; } >"$pip_log" 2>&1; then
+  cat "$pip_log" >&2
+  rm -f "$pip_log"
+  echo "[mmfuse] installing mmfuse failed (pip's output above)" >&2
+  return 1 2>/dev/null || exit 1
+fi
+rm -f "$pip_log"
