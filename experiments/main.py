@@ -84,7 +84,8 @@ def main(argv: list[str]) -> int:
 
     logging.info("jax %s, devices %s", jax.__version__, jax.devices())
     workdir = pathlib.Path(_WORKDIR.value)
-    new_run = not (workdir / "config.json").exists()
+    # resume=False discards what the workdir holds, so what is there afterwards is new too
+    new_run = not (workdir / "config.json").exists() or not config.get("resume", True)
     try:
         trainer = trainer_module(config.trainer)
         trainer.train_and_evaluate(config, workdir)

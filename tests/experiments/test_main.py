@@ -51,6 +51,16 @@ def test_a_config_found_bad_does_not_claim_the_new_workdir(tmp_path, data_dir):
     assert out.returncode != 0 and "unknown kind 'bogus'" in out.stderr
 
 
+def test_a_bad_config_that_replaced_a_run_does_not_claim_the_workdir(tmp_path, data_dir):
+    (tmp_path / "config.json").write_text(json.dumps({"trainer": "supervised", "seed": 7}))
+    workdir, fresh = f"--workdir={tmp_path}", "--config.resume=False"
+    out = run_main(*SHORT, fresh, "--config.model.fusion=bogus", workdir, data_dir=data_dir)
+    assert out.returncode != 0 and "unknown fusion operator 'bogus'" in out.stderr
+    # the corrected command (without resume=False) is not refused as another configuration
+    out = run_main(*SHORT, "--config.model.kind=bogus", workdir, data_dir=data_dir)
+    assert out.returncode != 0 and "unknown kind 'bogus'" in out.stderr
+
+
 def test_wrong_type_exits_non_zero_naming_the_key(tmp_path, data_dir):
     out = run_main(
         *SHORT, "--config.train.num_steps=ten", f"--workdir={tmp_path}", data_dir=data_dir
