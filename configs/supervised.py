@@ -34,13 +34,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     config.data = ml_collections.ConfigDict()
     config.data.name = dataset or "synthetic/xor"
-    # Every option of the dataset, with its default, so that each can be overridden.
+    # Every option of the dataset, with its default, so that each can be overridden;
+    # options_from names the dataset whose defaults these are: after
+    # --config.data.name=<another> only the options changed from them are passed on.
     config.data.options = ml_collections.ConfigDict(data.options(config.data.name))
+    config.data.options_from = config.data.name
     config.data.data_dir = ml_collections.config_dict.placeholder(str)  # $TFDS_DATA_DIR
     config.data.modalities = ()  # a subset of the stored modalities; () keeps all
-    # z-score each modality per feature with train-split statistics; on by default where
-    # the views come in very different units (uci_mfeat: < 1 to 10^4)
-    config.data.standardize = config.data.name == "uci_mfeat"
+    # z-score each modality per feature with train-split statistics; unset: on for the
+    # datasets whose views come in very different units (uci_mfeat: < 1 to 10^4)
+    config.data.standardize = ml_collections.config_dict.placeholder(bool)
 
     config.model = ml_collections.ConfigDict()
     config.model.kind = "intermediate"  # intermediate | early | late | raw

@@ -25,6 +25,8 @@ MODEL_KINDS = ("intermediate", "early", "late", "raw")
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 # emap_scores: exact EMAP up to this many head evaluations (N^M), Monte-Carlo beyond
+# datasets whose views come in very different units: z-scored unless a config says otherwise
+STANDARDIZED_BY_DEFAULT = ("uci_mfeat",)
 EXACT_EMAP_PAIRS = 10**9
 EMAP_SAMPLES = 512  # sampled partners per example and modality in Monte-Carlo mode
 
@@ -147,15 +149,22 @@ def standardized(task: Task, reference: str = "train") -> Task:
 
 def task_from_config(cfg: ml_collections.ConfigDict, splits: Sequence[str]) -> Task:
     """``load_task`` from a config's ``data`` section (name, options, data_dir, modalities),
-    ``standardized`` by the first of ``splits`` where ``cfg.standardize`` is set.
+    ``standardized`` by the first of ``splits`` where ``cfg.standardize`` is set (unset:
+    for the datasets in ``STANDARDIZED_BY_DEFAULT``).
 
-    ``cfg.options`` may hold every option of the dataset (``mmfuse.data.options``), so
-    that each can be overridden on the command line; only those that differ from the
-    dataset's defaults are passed on (the defaults keep the dataset's preset cache).
+    ``cfg.options`` may hold every option of dataset ``cfg.options_from`` (default
+    ``cfg.name``) with its default (``mmfuse.data.options``), so that each can be
+    overridden on the command line; only those changed from those defaults are passed
+    on, and only if they also differ from ``cfg.name``'s (the defaults keep the
+    dataset's preset cache). So ``--config.data.name=<another dataset>`` gets that
+    dataset's own defaults, plus the options set on the command line.
     """
     defaults = data.options(cfg.name)
     options = plain(cfg.get("options", {}))
-    foreign = sorted(set(options) - set(defaults))
+    source = cfg.get("options_from") or cfg.name
+    filled = defaults if source == cfg.name else data.options(source)
+    set_here = {k: v for k, v in options.items() if k not in filled or v != filled[k]}
+    foreign = sorted(set(set_here) - set(defaults))
     if foreign:
         raise ValueError(
             f"config.data.options has {', '.join(foreign)}, not options of {cfg.name} (its "
@@ -163,7 +172,7 @@ def task_from_config(cfg: ml_collections.ConfigDict, splits: Sequence[str]) -> T
             "config's variant (e.g. configs/supervised.py:tensor,digits_halves) to get its "
             "options"
         )
-    changed = {k: v for k, v in options.items() if v != defaults[k]}
+    changed = {k: v for k, v in set_here.items() if v != defaults[k]}
     task = load_task(
         cfg.name,
         splits=splits,
@@ -171,7 +180,10 @@ def task_from_config(cfg: ml_collections.ConfigDict, splits: Sequence[str]) -> T
         data_dir=cfg.get("data_dir"),
         modalities=tuple(cfg.get("modalities", ()) or ()),
     )
-    return standardized(task, splits[0]) if cfg.get("standardize", False) else task
+    standardize = cfg.get("standardize")
+    if standardize is None:
+        standardize = cfg.name in STANDARDIZED_BY_DEFAULT
+    return standardized(task, splits[0]) if standardize else task
 
 
 # --------------------------------------------------------------------------- models

@@ -48,11 +48,48 @@ def test_every_dataset_option_is_in_the_config_and_only_changed_ones_are_passed(
     assert seen["options"] == {"noise": 0.3}
 
 
-def test_options_of_another_dataset_are_a_clear_error():
+def test_options_set_for_another_dataset_are_a_clear_error():
     config = supervised.get_config()  # synthetic/xor's options
     config.data.name = "digits_halves"
-    with pytest.raises(ValueError, match=r"has latent, latent_dim, .* not options of digits"):
+    config.data.options.latent = "gaussian"
+    config.data.options.noise = 0.5
+    with pytest.raises(ValueError, match=r"has latent, noise, not options of digits_halves"):
         _common.task_from_config(config.data, ("train",))
+
+
+@pytest.mark.parametrize(
+    ("variant", "name", "set_here", "passed"),
+    [
+        ("tensor", "synthetic/additive", {}, {}),  # not xor's options under additive's name
+        ("tensor", "synthetic/additive", {"noise": 0.3}, {"noise": 0.3}),
+        ("tensor", "digits_halves", {}, {}),
+        ("tensor,cmu_mosi", "cmu_mosi/binary", {}, {}),  # label stays the name's own
+    ],
+)
+def test_another_dataset_name_gets_its_own_defaults(monkeypatch, variant, name, set_here, passed):
+    config = supervised.get_config(variant)
+    config.data.name = name  # what --config.data.name=... does
+    config.data.options.update(set_here)
+    seen = {}
+    monkeypatch.setattr(_common, "load_task", lambda name, **kwargs: seen.update(kwargs, name=name))
+    _common.task_from_config(config.data, ("train",))
+    assert seen["name"] == name and seen["options"] == passed
+
+
+def test_uci_mfeat_is_standardized_unless_the_config_says_otherwise(monkeypatch):
+    toy = toy_task()
+    monkeypatch.setattr(_common, "load_task", lambda name, **kwargs: toy)
+    for variant, name, standardize, expected in [
+        ("tensor,uci_mfeat", "uci_mfeat", None, True),
+        ("tensor", "uci_mfeat", None, True),  # also when named by --config.data.name
+        ("tensor,uci_mfeat", "uci_mfeat", False, False),
+        ("tensor", "synthetic/xor", None, False),
+        ("tensor", "synthetic/xor", True, True),
+    ]:
+        config = supervised.get_config(variant)
+        config.data.name, config.data.standardize = name, standardize
+        task = _common.task_from_config(config.data, ("train", "test"))
+        assert (task is not toy) == expected, (variant, name, standardize)
 
 
 @pytest.mark.parametrize("standardize", [False, True])
@@ -66,11 +103,6 @@ def test_standardize_z_scores_every_split_by_the_train_statistics(monkeypatch, s
         assert_standardized(task, toy)
     else:
         assert task.splits["train"]["a"] is toy.splits["train"]["a"]
-
-
-def test_uci_mfeat_is_standardized_by_default_and_synthetic_data_is_not():
-    assert supervised.get_config("tensor,uci_mfeat").data.standardize
-    assert not supervised.get_config("tensor,synthetic/xor").data.standardize
 
 
 @pytest.mark.parametrize("kind", ["intermediate", "early", "late", "raw"])
