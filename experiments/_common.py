@@ -303,6 +303,16 @@ def build_optimizer(
         raise ValueError(f"optim.schedule: unknown {schedule!r}; schedules: {', '.join(SCHEDULES)}")
     if name not in OPTIMIZERS:
         raise ValueError(f"optim.name: unknown {name!r}; optimizers: {', '.join(OPTIMIZERS)}")
+    # a setting the chosen optimizer or schedule would ignore is a mistake, not a no-op
+    if weight_decay and name != "adamw":
+        raise ValueError(
+            f"optim.weight_decay={weight_decay} is used by optim.name='adamw' only, not {name!r}"
+        )
+    if warmup_steps and schedule != "warmup_cosine":
+        raise ValueError(
+            f"optim.warmup_steps={warmup_steps} is used by optim.schedule='warmup_cosine' "
+            f"only, not {schedule!r}"
+        )
     if schedule == "constant":
         lr: Any = learning_rate
     elif schedule == "cosine":

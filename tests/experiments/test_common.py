@@ -1,6 +1,7 @@
 """Config sections unpacked into library calls."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -214,3 +215,31 @@ def test_load_task_takes_the_declared_class_count_not_the_largest_label(tmp_path
     assert task.num_classes == task.num_outputs == 7
     regression = _common.load_task("cmu_mosi", data_dir=str(tmp_path))
     assert regression.num_classes is None and regression.num_outputs == 1
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"weight_decay": 0.5}, r"optim.weight_decay=0.5 is used by optim.name='adamw' only"),
+        ({"warmup_steps": 15}, r"optim.warmup_steps=15 is used by .*'warmup_cosine' only"),
+        ({"name": "sgd", "weight_decay": 0.1}, r"adamw' only, not 'sgd'"),
+    ],
+)
+def test_an_optimizer_setting_that_would_be_ignored_is_an_error(settings, message):
+    config = supervised.get_config()
+    config.optim.update(settings)
+    with pytest.raises(ValueError, match=message):
+        _common.optimizer_from_config(config.optim, 100)
+
+
+def test_weight_decay_and_warmup_take_effect_where_they_apply():
+    config = supervised.get_config()
+    config.optim.update(name="adamw", weight_decay=0.5, schedule="warmup_cosine", warmup_steps=10)
+    params = {"w": jnp.ones(3)}
+    opt = _common.optimizer_from_config(config.optim, 100)
+    updates, _ = opt.update({"w": jnp.zeros(3)}, opt.init(params), params)
+    np.testing.assert_array_equal(updates["w"], 0.0)  # warm-up starts at learning rate 0
+    state = opt.init(params)
+    for _ in range(5):
+        updates, state = opt.update({"w": jnp.zeros(3)}, state, params)
+    assert float(updates["w"][0]) < 0  # decoupled weight decay with zero gradients
