@@ -64,6 +64,12 @@ def predictions(model, task: _common.Task, split: str) -> np.ndarray:
 def run_dataset(config, spec: str, workdir: pathlib.Path, writer) -> dict[str, Any]:
     dataset = fusion_zoo.parse_dataset(spec)
     task = fusion_zoo.load_dataset(dataset, config)
+    if len(task.modalities) != 2:
+        a, b = task.modalities[:2]
+        raise ValueError(
+            f"pid: {spec!r} has {len(task.modalities)} modalities ({', '.join(task.modalities)});"
+            f" PID is of two: name two of them, e.g. '{dataset.name}:{a}+{b}'"
+        )
     split = config.pid.split
     x1, x2 = task.inputs(split)
     options = dict(

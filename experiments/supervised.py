@@ -13,12 +13,18 @@ import pathlib
 import ml_collections
 
 from experiments import _common, _plots
-from mmfuse import train
+from mmfuse import data, train
 
 
 def run_config(config: ml_collections.ConfigDict):
     """The task, model and ``fit`` keyword arguments a config describes."""
-    task = _common.task_from_config(config.data, ("train", "validation", "test"))
+    needed, has = ("train", "validation", "test"), data.splits(config.data.name)
+    if not set(needed) <= set(has):
+        raise ValueError(
+            f"supervised trains on train, picks its best step on validation and reports "
+            f"test, but {config.data.name} has only {', '.join(has)}"
+        )
+    task = _common.task_from_config(config.data, needed)
     model = _common.model_from_config(config.model, task, config.seed)
     loss_fn, fit_kwargs = _common.fit_arguments(config, task, model, seed=config.seed)
     return task, model, loss_fn, fit_kwargs

@@ -52,5 +52,13 @@ def test_public_namespace():
     from mmfuse import data, fusion
 
     assert {"create", "names", "functional", "options"} <= set(fusion.__all__)
-    assert set(data.__all__) == {"batches", "info", "load", "names", "num_classes", "options"}
+    assert set(data.__all__) == {
+        "batches",
+        "info",
+        "load",
+        "names",
+        "num_classes",
+        "options",
+        "splits",
+    }
     assert mmfuse.__version__

@@ -12,7 +12,8 @@
 - ``info(name, **options)``: the tfds ``DatasetInfo``; its ``metadata`` records every
   generating parameter, seed included;
 - ``options(name)``: the options a dataset accepts, with defaults;
-- ``num_classes(name, **options)``: the label's class count (None for regression).
+- ``num_classes(name, **options)``: the label's class count (None for regression);
+- ``splits(name)``: the dataset's split names.
 
 Every dataset's module in ``mmfuse.data.builders`` documents its shapes and sources.
 tensorflow_datasets and grain are imported on first use, not by ``import mmfuse``.
@@ -23,7 +24,7 @@ tensorflow_datasets and grain are imported on first use, not by ``import mmfuse`
 ((512, 16), (512, 16), (512,))
 """
 
-from mmfuse.data._api import batches, info, load, num_classes, options
+from mmfuse.data._api import batches, info, load, num_classes, options, splits
 from mmfuse.data._catalogue import names
 
-__all__ = ["batches", "info", "load", "names", "num_classes", "options"]
+__all__ = ["batches", "info", "load", "names", "num_classes", "options", "splits"]

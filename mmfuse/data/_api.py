@@ -34,6 +34,15 @@ def options(name: str) -> dict[str, Any]:
     return {**cls.VARIANTS[entry.variant], **cls.READ_OPTIONS, **entry.read}
 
 
+def splits(name: str) -> tuple[str, ...]:
+    """The splits dataset ``name`` has (``book_reviews``: ``train`` only); nothing is built.
+
+    >>> splits("digits_halves")
+    ('train', 'validation', 'test')
+    """
+    return tuple(resolve(name).builder_class().SPLITS)
+
+
 def num_classes(
     name: str,
     *,

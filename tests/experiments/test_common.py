@@ -243,3 +243,13 @@ def test_weight_decay_and_warmup_take_effect_where_they_apply():
     for _ in range(5):
         updates, state = opt.update({"w": jnp.zeros(3)}, state, params)
     assert float(updates["w"][0]) < 0  # decoupled weight decay with zero gradients
+
+
+def test_supervised_needs_three_splits_and_says_which_the_dataset_has():
+    from experiments import supervised as trainer
+    from mmfuse import data
+
+    config = supervised.get_config("tensor,book_reviews")
+    with pytest.raises(ValueError, match=r"reports test, but book_reviews has only train$"):
+        trainer.run_config(config)
+    assert data.splits("digits_halves") == ("train", "validation", "test")

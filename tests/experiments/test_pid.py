@@ -60,3 +60,14 @@ def test_a_zoo_workdir_is_reused_only_with_the_same_training_settings(tmp_path):
     differences = r"encoder_dim: 16 there, 8 here; train\.num_steps: 200 there, 400 here"
     with pytest.raises(ValueError, match=differences):
         pid.check_zoo_workdir(config)
+
+
+def test_a_dataset_without_exactly_two_modalities_is_named_with_the_fix(tmp_path, monkeypatch):
+    from experiments import _common, fusion_zoo
+
+    three = _common.Task("uci_mfeat", ("fou", "kar", "pix"), {}, num_classes=10)
+    monkeypatch.setattr(fusion_zoo, "load_dataset", lambda dataset, config: three)
+    config = pid_config.get_config("tiny")
+    message = r"'uci_mfeat' has 3 modalities \(fou, kar, pix\); .* e\.g\. 'uci_mfeat:fou\+kar'"
+    with pytest.raises(ValueError, match=message):
+        pid.run_dataset(config, "uci_mfeat", tmp_path, writer=None)
