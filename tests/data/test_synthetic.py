@@ -98,3 +98,10 @@ def test_shapes_labels_and_recorded_parameters(data_dir):
     assert len(info.metadata["class_edges"]) == 3
     assert info.splits["test"].num_examples == 100
     assert "Liang" in info.citation
+
+
+def test_more_classes_than_a_bit_score_can_bin_is_a_clear_error(tmp_path):
+    # xor's score is ±1: quantile bins for 4 classes would leave classes 0 and 1 empty
+    with pytest.raises(ValueError, match=r"num_classes=4 leaves class\(es\) 0, 1 empty: .* 2 "):
+        data.load("synthetic/xor", sizes=(40, 10, 10), num_classes=4, data_dir=tmp_path)
+    assert not list(tmp_path.glob("synthetic/*/1.0.0/*.array_record*"))

@@ -159,6 +159,15 @@ def generate(params: Mapping[str, Any]) -> tuple[dict[str, Columns], dict[str, A
     else:
         edges = np.quantile(score, np.arange(1, params["num_classes"]) / params["num_classes"])
         label = np.searchsorted(edges, score, side="right").astype(np.int64)
+        empty = sorted(set(range(params["num_classes"])) - set(np.unique(label).tolist()))
+        if empty:  # tied scores share a bin: bits make a score of few distinct values
+            raise ValueError(
+                f"synthetic: num_classes={params['num_classes']} leaves class(es) "
+                f"{', '.join(map(str, empty))} empty: the label score takes only "
+                f"{len(np.unique(score))} distinct values with latent={params['latent']!r}; "
+                "use latent='gaussian' (equal-frequency bins of a continuous score) or fewer "
+                "classes"
+            )
         metadata["class_edges"] = [float(e) for e in edges]
     columns: dict[str, np.ndarray] = {}
     for m, (u, projection) in enumerate(zip(unique, projections, strict=True), start=1):
