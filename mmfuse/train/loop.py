@@ -31,7 +31,11 @@ EvalFn = Callable[[nnx.Module, Batch], dict[str, jax.Array]]
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or infinite; the checkpoints hold only earlier steps."""
+    """The training loss became NaN or infinite; the checkpoints hold only earlier steps.
+
+    ``step`` counts as ``metrics.jsonl`` and the checkpoints do: the ``step``-th update,
+    whose loss was non-finite, was not applied, so the state of ``step - 1`` is good.
+    """
 
     def __init__(self, step: int, last_checkpoint: int | None, directory: str | None):
         self.step = step
@@ -211,7 +215,8 @@ def fit(
             "params": _tree_where(finite, new_params, state["params"]),
             "opt_state": _tree_where(finite, opt_state, state["opt_state"]),
             "loss_sum": state["loss_sum"] + jnp.where(finite, loss, 0.0),
-            "nan_step": jnp.where(first_bad, state["step"], state["nan_step"]),
+            # counted as metrics and checkpoints count: step k is the k-th update
+            "nan_step": jnp.where(first_bad, state["step"] + 1, state["nan_step"]),
         }
 
     abstract_state = jax.eval_shape(init_state)

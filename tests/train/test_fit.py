@@ -106,10 +106,10 @@ def test_a_finished_run_returns_its_results_without_training(tmp_path):
 
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
     sampler = EpochSampler(N, 16, seed=3)
-    bad_example = int(sampler.indices(5)[0])  # first seen at step 5 (the 6th batch)
-    with pytest.raises(NonFiniteLossError, match="non-finite at step 5;") as info:
+    bad_example = int(sampler.indices(5)[0])  # first seen in the 6th batch: step 6
+    with pytest.raises(NonFiniteLossError, match="non-finite at step 6;") as info:
         run(tmp_path, data=make_data(nan_at=bad_example), checkpoint_every=2)
-    assert info.value.step == 5 and info.value.last_checkpoint == 4
+    assert info.value.step == 6 and info.value.last_checkpoint == 4
     assert "the last good checkpoint is step 4" in str(info.value)
     assert Checkpointer(tmp_path / "checkpoints").latest_step() == 4
     # The kept checkpoint restores: the same run on clean data resumes from step 4.
