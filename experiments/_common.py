@@ -489,6 +489,18 @@ def test_metrics(model: nnx.Module, task: Task, split: str = "test") -> dict[str
     return {k: float(v) for k, v in scores.items()}
 
 
+def emap_examples_note(sizes: Mapping[str, tuple[int, int]]) -> str:
+    """Which test examples a table's EMAP cells come from, for its caption.
+
+    Args:
+      sizes: ``{dataset label: (examples EMAP was computed on, test split size)}``.
+    """
+    partial = [
+        f"{label}: the first {n} of {total}" for label, (n, total) in sizes.items() if n < total
+    ]
+    return "every test example" + (f" (except {'; '.join(partial)})" if partial else "")
+
+
 def emap_scores(
     model: nnx.Module,
     task: Task,

@@ -152,11 +152,16 @@ def run_dataset(
                 train.write_json(record_path, record)
                 writer.write(0, dataset=label, model=name, seed=seed, test=record["test"])
             records.setdefault(name, {})[seed] = record
-    return {"label": label, "metric": task.metric, "records": records}
+    test_size = int(task.splits["test"]["label"].shape[0])
+    return {"label": label, "metric": task.metric, "records": records, "test_size": test_size}
 
 
 def summarize(run: Mapping[str, Any]) -> dict[str, Any]:
-    """Mean test metric per row, the best row (by validation) and its EMAP projection."""
+    """Mean test metric per row, the best row (by validation) and its EMAP projection.
+
+    Every cell is on the test examples EMAP is computed on (``num_examples`` of the
+    ``test_size``), so that the best model and its projection compare like for like.
+    """
     metric = run["metric"]
     sign = -1.0 if metric == "mse" else 1.0  # after the sign, higher is better
     rows = {}
@@ -170,12 +175,15 @@ def summarize(run: Mapping[str, Any]) -> dict[str, Any]:
         }
     # Validation scores are the monitored metric: accuracy, or the loss (MSE) to minimize.
     best = max(rows, key=lambda n: sign * rows[n]["validation"])
+    sizes = {r["emap"]["num_examples"] for seeds in run["records"].values() for r in seeds.values()}
     return {
         "metric": metric,
         "rows": rows,
         "best": best,
         "best_test": rows[best]["test"],
         "best_emap": rows[best]["emap"],
+        "num_examples": min(sizes),
+        "test_size": run["test_size"],
     }
 
 
@@ -200,9 +208,11 @@ def format_table(summaries: Mapping[str, Mapping[str, Any]], row_names: list[str
         "| best + EMAP | " + " | ".join(f"{s['best_emap']:.3f}" for s in summaries.values()) + " |"
     )
     metrics = sorted({s["metric"] for s in summaries.values()})
+    sizes = {label: (s["num_examples"], s["test_size"]) for label, s in summaries.items()}
     return (
         "\n".join(lines)
-        + f"\n\nTest {' / '.join(metrics)}; EMAP over (up to emap_max_examples) test examples."
+        + f"\n\nTest {' / '.join(metrics)} of each model and of the best model's EMAP "
+        + f"projection on the same examples: {_common.emap_examples_note(sizes)}."
     )
 
 

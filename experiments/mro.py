@@ -102,8 +102,9 @@ def train_run(config, task: _common.Task, seed: int, run_dir: pathlib.Path) -> d
     return record
 
 
-def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Means (and standard deviations) over seeds of one dataset's runs."""
+def summarize(records: list[dict[str, Any]], test_size: int) -> dict[str, Any]:
+    """Means (and standard deviations) over seeds of one dataset's runs; the test metric
+    is on the examples EMAP is computed on (``num_examples`` of the ``test_size``)."""
 
     def stats(values):
         values = list(values)
@@ -119,6 +120,8 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
         "test": original,
         "emap": projected,
         "seeds": [r["seed"] for r in records],
+        "num_examples": min(r["emap"]["num_examples"] for r in records),
+        "test_size": test_size,
     }
 
 
@@ -136,7 +139,9 @@ def format_table(summaries: dict[str, dict[str, Any]]) -> str:
             f"| {name} | {share} | {s['test']:.3f} ({s['metric']}) | {s['emap']:.3f} | "
             f"{drop:+.3f} |"
         )
-    return "\n".join(lines)
+    sizes = {name: (s["num_examples"], s["test_size"]) for name, s in summaries.items()}
+    note = _common.emap_examples_note(sizes)
+    return "\n".join(lines) + f"\n\nTest metric and EMAP on the same examples: {note}."
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -159,7 +164,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             record = train_run(config, task, seed, run_dir)
             writer.write(0, dataset=label, seed=seed, interaction_share=record["interaction_share"])
             records.append(record)
-        summaries[label] = summarize(records)
+        summaries[label] = summarize(records, int(task.splits["test"]["label"].shape[0]))
     table = format_table(summaries)
     results = {"datasets": summaries, "table": table, "penalty": config.penalty}
     train.write_json(workdir / "results.json", results)

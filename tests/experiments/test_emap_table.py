@@ -42,6 +42,9 @@ def test_xor_is_solved_by_interaction_models_and_its_emap_collapses(tiny_run):
     assert xor["best_test"] > 0.9
     assert xor["best_emap"] < 0.65  # the best model's accuracy came from the interaction
     assert "| best + EMAP |" in stdout
+    # every cell is on the 300 test examples EMAP used, and the caption says so
+    assert xor["num_examples"] == 300 and xor["test_size"] > 300
+    assert "same examples: every test example (except synthetic/xor: the first 300 of" in stdout
     for name in ("config.json", "metrics.jsonl", "plots/emap.png", "plots/table.png"):
         assert (workdir / name).exists(), name
     assert len(train.read_metrics(workdir / "metrics.jsonl")) == len(rows)

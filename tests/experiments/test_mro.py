@@ -37,6 +37,10 @@ def test_outputs_and_a_rerun_that_reads_the_finished_runs(results, data_dir):
     for name in ("config.json", "metrics.jsonl", "results.json", "plots/emap.png"):
         assert (workdir / name).exists(), name
     assert len(train.read_metrics(workdir / "metrics.jsonl")) == 2
+    # the table says its cells are on the 400 test examples EMAP used, not the whole split
+    test_size = out["datasets"]["synthetic/xor"]["test_size"]
+    assert test_size > 400 and out["datasets"]["synthetic/xor"]["num_examples"] == 400
+    assert f"synthetic/xor: the first 400 of {test_size}" in out["table"]
     config = mro_config.get_config("tiny")
     config.data_dir = str(data_dir)
     assert mro.train_and_evaluate(config, workdir) == out
