@@ -133,16 +133,24 @@ def standardized(task: Task, reference: str = "train") -> Task:
 
     Real views come in wildly different units (``uci_mfeat``'s morphological features
     reach 10^4, its Fourier coefficients stay below 1); constant features stay at 0.
+    In sequences ``[N, T, d]`` the all-zero steps are padding: they are left out of the
+    statistics and stay zero, so that the encoders still see them as padding.
     """
+
+    def steps(x: np.ndarray) -> np.ndarray:  # [N, ...]: which steps are real
+        return np.any(x != 0, axis=-1) if x.ndim > 2 else np.ones(x.shape[:-1], bool)
+
     splits = {}
     ref = task.splits[reference]
-    axes = {m: tuple(range(ref[m].ndim - 1)) for m in task.modalities}  # all but d_m
-    stats = {m: (ref[m].mean(axis=axes[m]), ref[m].std(axis=axes[m])) for m in task.modalities}
+    stats = {}
+    for m in task.modalities:
+        real = ref[m][steps(ref[m])]  # [steps, d_m]
+        stats[m] = (real.mean(axis=0), real.std(axis=0))
     for split, arrays in task.splits.items():
-        scaled = {
-            m: ((arrays[m] - mean) / np.where(std > 0, std, 1.0)).astype(arrays[m].dtype)
-            for m, (mean, std) in stats.items()
-        }
+        scaled = {}
+        for m, (mean, std) in stats.items():
+            z = (arrays[m] - mean) / np.where(std > 0, std, 1.0)
+            scaled[m] = np.where(steps(arrays[m])[..., None], z, 0.0).astype(arrays[m].dtype)
         splits[split] = {**arrays, **scaled}
     return dataclasses.replace(task, splits=splits)
 
@@ -193,7 +201,10 @@ def _encoder(
     shape: Sequence[int], hidden: Sequence[int], width: int, rngs: nnx.Rngs, compute_dtype: Any
 ) -> nnx.Module:
     if len(shape) == 2:  # [T, d]: a recurrent encoder pooled over time
-        return models.SequenceEncoder(shape[-1], width, compute_dtype=compute_dtype, rngs=rngs)
+        # sequence datasets (cmu_mosi) left-pad with all-zero steps: the GRU skips them
+        return models.SequenceEncoder(
+            shape[-1], width, pad_value=0.0, compute_dtype=compute_dtype, rngs=rngs
+        )
     return models.MLP(shape[-1], tuple(hidden), width, compute_dtype=compute_dtype, rngs=rngs)
 
 

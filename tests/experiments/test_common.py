@@ -253,3 +253,26 @@ def test_supervised_needs_three_splits_and_says_which_the_dataset_has():
     with pytest.raises(ValueError, match=r"reports test, but book_reviews has only train$"):
         trainer.run_config(config)
     assert data.splits("digits_halves") == ("train", "validation", "test")
+
+
+def test_sequence_encoders_skip_the_zero_steps_that_pad_sequences():
+    encoder = _common._encoder((6, 5), (), 4, nnx.Rngs(0), None)
+    encoder.inputs.bias[...] = jnp.full_like(encoder.inputs.bias[...], 0.1)  # as after training
+    x = jax.random.normal(jax.random.key(0), (2, 3, 5))
+    padded = jnp.concatenate([jnp.zeros((2, 3, 5)), x], axis=1)  # left-padded as cmu_mosi
+    np.testing.assert_allclose(encoder(padded), encoder(x), rtol=1e-6, atol=1e-6)
+
+
+def test_standardizing_sequences_leaves_padding_zero_and_out_of_the_statistics():
+    rng = np.random.default_rng(0)
+    x = rng.normal(3.0, 2.0, size=(50, 6, 4)).astype(np.float32)
+    lengths = rng.integers(1, 7, 50)
+    for i, n in enumerate(lengths):
+        x[i, : 6 - n] = 0.0  # left padding
+    splits = {s: {"a": x, "label": np.zeros(50, np.int64)} for s in ("train", "test")}
+    task = _common.standardized(_common.Task("seq", ("a",), splits, num_classes=2))
+    z = task.splits["test"]["a"]
+    real = np.any(x != 0, axis=-1)  # [N, T]
+    assert not z[~real].any()  # padding stays padding
+    np.testing.assert_allclose(z[real].mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(z[real].std(0), 1, rtol=1e-5)
