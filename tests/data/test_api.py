@@ -55,6 +55,8 @@ def test_unknown_option_lists_the_valid_ones():
         ("synthetic/xor", {"widths": (16,)}, "at least 2 modalities"),
         ("synthetic/xor", {"widths": 16}, "sequence of integers"),
         ("synthetic/xor", {"noise": -1.0}, "noise"),
+        ("synthetic/xor", {"noise": "a"}, "noise must be a number, got 'a'"),
+        ("synthetic/mix", {"uniqueness": (1.0, None)}, "uniqueness must be a number, got None"),
         ("synthetic/xor", {"sizes": (10, 0, 5)}, "sizes"),
         ("synthetic/xor", {"latent": "uniform"}, "latent"),
         ("synthetic/uniqueness", {"widths": (4, 4, 4)}, "uniqueness has 2 weights"),

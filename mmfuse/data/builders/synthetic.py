@@ -42,6 +42,7 @@ References:
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -85,6 +86,12 @@ def _int(value: Any, key: str, minimum: int) -> int:
     return int(value)
 
 
+def _float(value: Any, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"synthetic: {key} must be a number, got {value!r}")
+    return float(value)
+
+
 def _ints(values: Any, key: str, minimum: int) -> tuple[int, ...]:
     if isinstance(values, (str, bytes)) or not np.iterable(values):
         raise ValueError(f"synthetic: {key} must be a sequence of integers, got {values!r}")
@@ -114,9 +121,9 @@ def check_params(params: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(
             f"synthetic: uniqueness has {len(uniqueness)} weights for {len(widths)} modalities"
         )
-    params["uniqueness"] = tuple(float(w) for w in uniqueness)
+    params["uniqueness"] = tuple(_float(w, "uniqueness") for w in uniqueness)
     for key in ("redundancy", "synergy", "noise"):
-        params[key] = float(params[key])
+        params[key] = _float(params[key], key)
     weights = (params["redundancy"], params["synergy"], *params["uniqueness"])
     if not all(math.isfinite(w) for w in (*weights, params["noise"])) or params["noise"] < 0:
         raise ValueError(
