@@ -411,13 +411,10 @@ def _reinforce_gate(model: nnx.Module) -> nnx.Module | None:
 def _sampled_outputs_and_log_prob(
     model: nnx.Module, xs: tuple[jax.Array, ...], key: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
-    """``[B, C]`` outputs with sampled gate choices, and their log-probabilities ``[B, ...]``."""
-    op = _reinforce_gate(model)
-    if op is model:  # model.kind == "raw": the operator is the model
-        out, aux = model(xs, key=key, return_aux=True)
-        return out, aux.log_prob
-    z, aux = op(model.encode(xs), key=key, return_aux=True)  # a FusionModel
-    return (z if model.head is None else model.head(z)), aux.log_prob
+    """``[B, C]`` outputs with sampled gate choices, and their log-probabilities ``[B, ...]``
+    (the model is the operator itself, or a ``FusionModel`` around it)."""
+    out, aux = model(xs, key=key, return_aux=True)
+    return out, aux.log_prob
 
 
 def monitor_for(task: Task) -> tuple[str, str]:

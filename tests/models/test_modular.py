@@ -78,6 +78,27 @@ def test_fusion_kwargs_reach_the_operator():
     )
 
 
+def test_a_hard_gates_aux_comes_back_next_to_the_heads_output():
+    rngs = nnx.Rngs(0)
+    encoders = [models.MLP(3, (), 4, rngs=rngs), models.MLP(5, (), 3, rngs=rngs)]
+    op = fusion.create("hard_gated", (4, 3), 4, estimator="reinforce", rngs=rngs)
+    model = models.FusionModel(encoders, op, models.MLP(4, (), 2, rngs=rngs))
+    xs, key = vector_inputs(), jax.random.key(1)
+    y, aux = model(xs, key=key, return_aux=True)
+    z, expected = op(model.encode(xs), key=key, return_aux=True)
+    np.testing.assert_allclose(y, model.head(z), rtol=1e-6)
+    np.testing.assert_array_equal(aux.log_prob, expected.log_prob)
+    np.testing.assert_allclose(model(xs, key=key), y, rtol=1e-6)  # without aux: y alone
+
+    def surrogate(params):  # the REINFORCE gate learns through aux.log_prob
+        out, aux = nnx.merge(graphdef, params)(xs, key=key, return_aux=True)
+        return fusion.reinforce_surrogate(aux.log_prob, jnp.sum(out**2, axis=-1))
+
+    graphdef, params = nnx.split(model)
+    grads = jax.grad(surrogate)(params)
+    assert np.abs(np.asarray(grads["fusion"]["gate_kernel"][...])).max() > 0
+
+
 def test_masks_reach_the_encoders():
     model = fusion_sequence_additive()
     x, v = sequence_inputs()

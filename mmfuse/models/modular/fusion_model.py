@@ -104,13 +104,20 @@ class FusionModel(nnx.Module):
         """
         return apply_per_modality(self.encoders, xs, masks, self.input_specs, "FusionModel")
 
-    def fuse(self, hs: Sequence[jax.Array], **fusion_kwargs: Any) -> jax.Array:
+    def fuse(self, hs: Sequence[jax.Array], **fusion_kwargs: Any) -> Any:
         """``head(fusion(hs))``: M encodings ``[B, ..., e_m]`` -> ``[B, ..., C]``.
 
-        ``fusion_kwargs`` go to the fusion operator (e.g. ``key=`` for hard gates).
+        ``fusion_kwargs`` go to the fusion operator (e.g. ``key=`` for hard gates and
+        dropout). With ``return_aux=True`` the operator returns ``(z, aux)`` (a hard
+        gate's choices and their log-probabilities); the result is then
+        ``(head(z), aux)``.
         """
-        z = self.fusion(hs, **fusion_kwargs)  # [B, ..., F]
-        return z if self.head is None else self.head(z)  # [B, ..., C]
+        out = self.fusion(hs, **fusion_kwargs)  # [B, ..., F], or (that, aux)
+        aux = None
+        if fusion_kwargs.get("return_aux", False):
+            out, aux = out
+        y = out if self.head is None else self.head(out)  # [B, ..., C]
+        return (y, aux) if fusion_kwargs.get("return_aux", False) else y
 
     def __call__(
         self,
@@ -118,6 +125,7 @@ class FusionModel(nnx.Module):
         *,
         masks: Sequence[jax.typing.ArrayLike | None] | None = None,
         **fusion_kwargs: Any,
-    ) -> jax.Array:
-        """``x_m: [B, ..., d_m]`` (M of them) -> ``[B, ..., C]``; see ``encode`` and ``fuse``."""
+    ) -> Any:
+        """``x_m: [B, ..., d_m]`` (M of them) -> ``[B, ..., C]`` (and the operator's aux with
+        ``return_aux=True``); see ``encode`` and ``fuse``."""
         return self.fuse(self.encode(xs, masks=masks), **fusion_kwargs)
