@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -138,7 +139,7 @@ class FilmFusion(FusionOperator):
     ):
         if (
             isinstance(gamma_offset, bool)
-            or not isinstance(gamma_offset, (int, float))
+            or not isinstance(gamma_offset, numbers.Real)
             or not math.isfinite(gamma_offset)
         ):
             raise ValueError(f"film: gamma_offset must be a finite number, got {gamma_offset!r}")

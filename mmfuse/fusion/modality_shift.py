@@ -156,6 +156,7 @@ def modality_shift_displacement(
       ``[..., d_0]``.
     """
     check_choice(gate, GATES, "gate", "modality_shift")
+    _check_scalars(beta=beta, eps=eps)
     cd = check_compute_dtype(compute_dtype, "modality_shift")
     xs = check_inputs(xs, _in_dims(params), "modality_shift")
     return _displacement(params, xs[0], xs[1:], gate, beta, eps, cd)
@@ -215,6 +216,7 @@ def modality_shift(
       Nonverbal Behaviors", AAAI 2019 (RAVEN).
     """
     check_choice(gate, GATES, "gate", "modality_shift")
+    _check_scalars(beta=beta, eps=eps, layer_norm_eps=layer_norm_eps)
     cd = check_compute_dtype(compute_dtype, "modality_shift")
     dropout = _check_rate(dropout)
     xs = check_inputs(xs, _in_dims(params), "modality_shift")
@@ -242,6 +244,14 @@ def _check_real(value, option: str, *, positive: bool) -> float:
     ):
         raise ValueError(f"modality_shift: {option} must be a finite number {bound}, got {value!r}")
     return float(value)
+
+
+def _check_scalars(**values: Any) -> None:
+    """The functional form's checks of ``beta ≥ 0``, ``eps > 0``, ``layer_norm_eps > 0``
+    where they are numbers (a traced value, e.g. a learned β, passes unchecked)."""
+    for option, value in values.items():
+        if isinstance(value, numbers.Real):
+            _check_real(value, option, positive=option != "beta")
 
 
 def _check_rate(value) -> float:

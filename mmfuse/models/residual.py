@@ -29,6 +29,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from mmfuse.fusion._core import check_positive
@@ -89,8 +90,9 @@ class ResidualFusion(nnx.Module):
         self.out_dim = check_positive(out_dim, "out_dim", name)
         num_modalities = len(self.in_dims)
         max_order = num_modalities if max_order is None else max_order
-        if isinstance(max_order, bool) or not isinstance(max_order, int):
+        if isinstance(max_order, bool) or not isinstance(max_order, (int, np.integer)):
             raise ValueError(f"{name}: max_order must be an int, got {max_order!r}")
+        max_order = int(max_order)
         if not 1 <= max_order <= num_modalities:
             raise ValueError(
                 f"{name}: max_order must be in [1, M = {num_modalities}], got {max_order}"

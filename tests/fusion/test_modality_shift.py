@@ -292,3 +292,23 @@ def test_a_model_with_dropout_is_stochastic_for_the_trainers():
     assert len(losses) == 4  # the step's key samples the dropout mask
     deterministic = _common.make_objective(task, stochastic=False)[0]
     assert len({float(deterministic(model, batch, jax.random.key(k))) for k in range(4)}) == 1
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"beta": -1.0}, "beta must be a finite number >= 0, got -1.0"),
+        ({"eps": 0.0}, "eps must be a finite number > 0"),
+        ({"layer_norm_eps": float("inf")}, "layer_norm_eps must be a finite number > 0"),
+    ],
+)
+def test_the_functional_form_checks_its_scalars_too(options, match):
+    params = F.init_modality_shift(jax.random.key(0), (3, 2), 3)
+    xs = [jnp.ones((1, 3)), jnp.ones((1, 2))]
+    with pytest.raises(ValueError, match=match):
+        F.modality_shift(params, xs, **options)
+    if "layer_norm_eps" not in options:
+        with pytest.raises(ValueError, match=match):
+            F.modality_shift_displacement(params, xs, **options)
+    # a traced β (e.g. learned) is not a number to check
+    jax.jit(lambda b: F.modality_shift(params, xs, beta=b))(jnp.float32(0.5))

@@ -221,3 +221,12 @@ def test_late_fusion_rejects_bad_inputs():
         model.fuse((jnp.ones((B, C)), jnp.ones((B, 3))))
     with pytest.raises(ValueError, match="combine='max' is not one of"):
         models.LateFusion([None], combine="max")
+
+
+def test_numpy_scalars_are_accepted_and_errors_name_the_index():
+    with pytest.raises(ValueError, match=r"hidden_dims\[1\] must be"):
+        models.MLP(3, (4, 0), 2, rngs=nnx.Rngs(0))
+    op = fusion.create("film", (3, 4), 3, gamma_offset=np.float32(0.5), rngs=nnx.Rngs(0))
+    assert op.gamma_offset == 0.5 and type(op.gamma_offset) is float
+    residual = models.ResidualFusion((3, 4), 2, max_order=np.int64(1), rngs=nnx.Rngs(0))
+    assert residual.max_order == 1 and type(residual.max_order) is int

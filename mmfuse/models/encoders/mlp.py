@@ -65,7 +65,7 @@ class MLP(nnx.Module):
     ):
         widths = (
             check_positive(in_dim, "in_dim", "MLP"),
-            *(check_positive(h, "hidden_dims[i]", "MLP") for h in hidden_dims),
+            *(check_positive(h, f"hidden_dims[{i}]", "MLP") for i, h in enumerate(hidden_dims)),
             check_positive(out_dim, "out_dim", "MLP"),
         )
         self.in_dim, self.out_dim = in_dim, out_dim

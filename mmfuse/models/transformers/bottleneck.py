@@ -7,6 +7,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from mmfuse.fusion._core import check_positive
@@ -107,12 +108,16 @@ class BottleneckFusion(RawTokenModel):
             )
         if fusion_layer is None:
             fusion_layer = min(num_layers // 2, num_layers - 2)
-        if not isinstance(fusion_layer, int) or not 0 <= fusion_layer <= num_layers - 2:
+        if (
+            isinstance(fusion_layer, bool)
+            or not isinstance(fusion_layer, (int, np.integer))
+            or not 0 <= fusion_layer <= num_layers - 2
+        ):
             raise ValueError(
                 f"{name}: fusion_layer must be an int in [0, num_layers - 2 = {num_layers - 2}] "
                 f"so that at least two layers fuse, got {fusion_layer!r}"
             )
-        self.fusion_layer = fusion_layer
+        self.fusion_layer = int(fusion_layer)
         num_modalities = len(self.in_dims)
         if pool == "cls":
             self.cls_tokens = nnx.Param(EMBED_INIT(rngs.params(), (num_modalities, d_model)))
