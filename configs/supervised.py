@@ -37,7 +37,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Every option of the dataset, with its default, so that each can be overridden;
     # options_from names the dataset whose defaults these are: after
     # --config.data.name=<another> only the options changed from them are passed on.
-    config.data.options = ml_collections.ConfigDict(data.options(config.data.name))
+    # Typed as any literal: some options take several forms (uniqueness: one weight or
+    # one per modality); the dataset checks the values and names a bad one.
+    config.data.options = ml_collections.ConfigDict(
+        {
+            key: ml_collections.config_dict.FieldReference(value, field_type=object)
+            for key, value in data.options(config.data.name).items()
+        }
+    )
     config.data.options_from = config.data.name
     config.data.data_dir = ml_collections.config_dict.placeholder(str)  # $TFDS_DATA_DIR
     config.data.modalities = ()  # a subset of the stored modalities; () keeps all

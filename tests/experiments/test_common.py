@@ -276,3 +276,12 @@ def test_standardizing_sequences_leaves_padding_zero_and_out_of_the_statistics()
     assert not z[~real].any()  # padding stays padding
     np.testing.assert_allclose(z[real].mean(0), 0, atol=1e-5)
     np.testing.assert_allclose(z[real].std(0), 1, rtol=1e-5)
+
+
+def test_a_dataset_option_takes_any_form_the_dataset_accepts(monkeypatch):
+    config = supervised.get_config("tensor,synthetic/additive")
+    config.data.options.uniqueness = (1.0, 0.0)  # a float by default: one weight for all
+    seen = {}
+    monkeypatch.setattr(_common, "load_task", lambda name, **kwargs: seen.update(kwargs))
+    _common.task_from_config(config.data, ("train",))
+    assert seen["options"] == {"uniqueness": (1.0, 0.0)}
