@@ -296,7 +296,8 @@ def _local(
             fn, paired, shift, min(rows, num_rows), dtype, name, block_fn=block_fn
         )
         # S_0 is complete for the local rows; the others sum over every device's rows
-        per_example = n ** (num_modalities - 1)
+        # a float: an int above 2^31 - 1 overflows when traced (N^(M-1) pairs per example)
+        per_example = float(n) ** (num_modalities - 1)
         scattered = [
             jax.lax.psum_scatter(s, axes, scatter_dimension=0, tiled=True) for s in sums[1:]
         ]  # M-1 x [n, C]

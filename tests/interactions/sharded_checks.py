@@ -174,6 +174,16 @@ def large_monte_carlo(mesh):
     }
 
 
+def huge_exact_traces(mesh):
+    """M = 4, N = 1,296: 1296^3 > 2^31 pairs per example; tracing must not overflow."""
+    fn = lambda xs: xs[0] + xs[1] * xs[2] - xs[3]  # noqa: E731
+    shapes = [jax.ShapeDtypeStruct((1296,), jnp.float32)] * 4
+    out = jax.eval_shape(
+        lambda *xs: interactions.sharded_emap_decompose(fn, xs, mesh=mesh).projected, *shapes
+    )
+    return list(out.shape)
+
+
 def error_checks(mesh):
     """The messages of the errors sharded EMAP raises on bad arguments."""
     fn, xs = interacting((3, 2)), inputs(50, 12, (3, 2))
@@ -207,6 +217,7 @@ def main():
         "model_paths": model_path_checks(mesh),
         "monte_carlo": monte_carlo_checks(mesh),
         "large": large_monte_carlo(mesh),
+        "huge_exact_shape": huge_exact_traces(mesh),
         "errors": error_checks(mesh),
     }
     results["seconds"] = time.perf_counter() - start

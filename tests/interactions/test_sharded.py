@@ -71,6 +71,10 @@ def test_monte_carlo_scales_to_a_million_examples(results):
     assert large["grand_z"] < 5.0
 
 
+def test_exact_mode_traces_beyond_two_billion_pairs_per_example(results):
+    assert results["huge_exact_shape"] == [1296]
+
+
 def test_errors_are_clear(results):
     errors = results["errors"]
     assert "N = 12 examples do not split evenly over the 8 devices" in errors["indivisible"]
