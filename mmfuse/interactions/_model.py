@@ -260,12 +260,12 @@ def _pallas_pair_sums(
 
 def _one_dtype(split: SplitMLP, advice: str) -> Any:
     """The single operand dtype the fused kernel runs a split head in, as the model does."""
-    own = {jnp.dtype(d) if d is not None else None for d in split.layer_dtypes()}
-    if own == {None}:  # the parameters' dtype, as matmul on them would use
-        return jnp.result_type(*(k for k, _ in split.layers))
+    # None computes in the operands' own dtype: the parameters' (float32 unless cast)
+    params = jnp.result_type(*(k for k, _ in split.layers))
+    own = {jnp.dtype(params if d is None else d) for d in split.layer_dtypes()}
     if len(own) == 1:
         return own.pop()
-    names = sorted("the operands' own" if d is None else d.name for d in own)
+    names = sorted(d.name for d in own)
     raise ValueError(
         "emap_model: kernel='pallas' computes every layer in one dtype, but this model's "
         f"layers compute in {' and '.join(names)}; pass compute_dtype= (or {advice})"

@@ -190,6 +190,8 @@ def pid_from_samples(
     # tables of similar sizes share one compiled solver.
     padded = np.pad(joint, [(0, -n % 8) for n in joint.shape])
     result = pid(padded, **pid_options)
+    k1, k2, ky = joint.shape
+    result = result._replace(q=result.q[:k1, :k2, :ky])  # q* of `joint`, without the padding
     if return_discretized:
         return result, Discretized(joint, codes_1, codes_2, labels)
     return result

@@ -11,13 +11,22 @@ from jax.typing import ArrayLike
 NAMES = ("accuracy", "auc", "mse")
 
 
-def _outputs(outputs: ArrayLike, labels: ArrayLike, name: str) -> tuple[np.ndarray, np.ndarray]:
+def _outputs(
+    outputs: ArrayLike, labels: ArrayLike, name: str, *, finite: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     outputs = np.asarray(outputs, dtype=np.float64)
     labels = np.asarray(labels)
     if outputs.ndim == 0 or outputs.shape[0] != labels.shape[0]:
         raise ValueError(
             f"{name}: outputs {outputs.shape} and labels {labels.shape} must share their "
             "leading size N"
+        )
+    bad = ~np.isfinite(outputs)
+    if finite and bad.any():  # NaN would silently rank first or predict class 0
+        first = int(np.argwhere(bad)[0][0])
+        raise ValueError(
+            f"{name}: outputs hold {int(bad.sum())} non-finite value(s) (the first in example "
+            f"{first}); a prediction needs finite logits"
         )
     return outputs, labels
 
@@ -50,7 +59,7 @@ def accuracy(outputs: ArrayLike, labels: ArrayLike) -> float:
         ``[N]`` binary logits (prediction: 1 where the logit is > 0).
       labels: ``[N]`` integer classes.
     """
-    outputs, labels = _outputs(outputs, labels, "accuracy")
+    outputs, labels = _outputs(outputs, labels, "accuracy", finite=True)
     if outputs.ndim == 1 or (outputs.ndim == 2 and outputs.shape[1] == 1):
         predictions = (outputs.reshape(-1) > 0).astype(np.int64)
     elif outputs.ndim == 2:
@@ -71,7 +80,7 @@ def auc(outputs: ArrayLike, labels: ArrayLike) -> float:
         ``z_1 − z_0``).
       labels: ``[N]`` in {0, 1} (or booleans); both classes must occur.
     """
-    outputs, labels = _outputs(outputs, labels, "auc")
+    outputs, labels = _outputs(outputs, labels, "auc", finite=True)
     scores = _binary_scores(outputs, "auc")
     labels = _classes(labels, outputs.shape[0], "auc")
     if not np.all((labels == 0) | (labels == 1)):

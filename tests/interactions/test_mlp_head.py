@@ -179,12 +179,19 @@ def test_fusion_and_head_each_keep_their_own_compute_dtype(low_part):
         one = interactions.emap_model(mixed, xs, decompose=True, compute_dtype=dtype)
         assert np.max(np.abs(one.projected - whole.projected)) > 1e-4
     # the fused kernel has one dtype for all layers, so it asks for one
-    with pytest.raises(ValueError, match=r"layers compute in bfloat16 and the operands' own"):
+    with pytest.raises(ValueError, match=r"layers compute in bfloat16 and float32; pass"):
         interactions.emap_model(mixed, xs, kernel="pallas")
     pinned = interactions.emap_model(mixed, xs, kernel="pallas", compute_dtype=jnp.bfloat16)
     np.testing.assert_allclose(
         pinned, interactions.emap_model(mixed, xs, compute_dtype=jnp.bfloat16), atol=1e-3
     )
+
+
+def test_an_explicit_float32_head_is_the_float32_the_fusion_computes_in():
+    model, xs = early_fusion(head="mlp"), inputs(4, 9, (7, 3))
+    model.head.compute_dtype = jnp.dtype(jnp.float32)  # the fusion's is None: its inputs'
+    fused = interactions.emap_model(model, xs, decompose=True, kernel="pallas")
+    assert_same(fused, interactions.emap_model(model, xs, decompose=True))
 
 
 def test_non_finite_pairs_are_counted_as_by_the_blocked_pass():

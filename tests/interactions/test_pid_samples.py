@@ -37,6 +37,10 @@ def test_discrete_samples_match_the_exact_joint(fn, expected):
     np.testing.assert_allclose(
         interactions.pid(counted.joint)[:4], result[:4], atol=1e-5
     )  # zero padding changes nothing
+    # q* is the joint's: same shape, same (x1, y) and (x2, y) marginals
+    assert result.q.shape == counted.joint.shape
+    np.testing.assert_allclose(result.q.sum(1), counted.joint.sum(1), atol=1e-4)
+    np.testing.assert_allclose(result.q.sum(0), counted.joint.sum(0), atol=1e-4)
 
 
 def test_model_pid_uses_predictions_as_labels():

@@ -40,6 +40,14 @@ def test_auc_extremes_and_errors():
         metrics.auc(np.zeros((4, 3)), labels)
 
 
+@pytest.mark.parametrize("name", ["accuracy", "auc"])
+def test_non_finite_outputs_are_an_error_not_a_prediction(name):
+    outputs, labels = np.array([1.0, np.nan, 2.0, 3.0]), np.array([0, 1, 0, 1])
+    with pytest.raises(ValueError, match=rf"{name}: outputs hold 1 non-finite .* example 1"):
+        getattr(metrics, name)(outputs, labels)
+    assert np.isnan(metrics.mse(outputs, labels))  # an error measure may be NaN
+
+
 def test_accuracy_and_mse():
     logits = np.array([[2.0, 1.0, 0.0], [0.0, 3.0, 1.0], [0.0, 0.0, 5.0], [1.0, 0.0, 0.0]])
     assert metrics.accuracy(logits, np.array([0, 1, 2, 2])) == 0.75  # argmax
