@@ -24,9 +24,9 @@ from mmfuse import data, fusion, interactions, models, train
 MODEL_KINDS = ("intermediate", "early", "late", "raw")
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
 OPTIMIZERS = ("adam", "adamw", "sgd")
-# emap_scores: exact EMAP up to this many head evaluations (N^M), Monte-Carlo beyond
 # datasets whose views come in very different units: z-scored unless a config says otherwise
 STANDARDIZED_BY_DEFAULT = ("uci_mfeat",)
+# emap_scores: exact EMAP up to this many head evaluations (N^M), Monte-Carlo beyond
 EXACT_EMAP_PAIRS = 10**9
 EMAP_SAMPLES = 512  # sampled partners per example and modality in Monte-Carlo mode
 
