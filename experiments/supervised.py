@@ -33,8 +33,10 @@ def run_config(config: ml_collections.ConfigDict):
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains ``config.model`` on ``config.data``; returns (and writes) the results."""
     workdir = pathlib.Path(workdir)
-    train.prepare_workdir(workdir, config.to_dict(), resume=config.resume, ignore=("resume",))
+    # the config is checked (task, model, optimizer built) before the workdir is touched,
+    # so that a bad config run with resume=False leaves the previous run in place
     task, model, loss_fn, fit_kwargs = run_config(config)
+    train.prepare_workdir(workdir, config.to_dict(), resume=config.resume, ignore=("resume",))
     result = train.fit(
         model, loss_fn, train_data=task.splits["train"], workdir=workdir, **fit_kwargs
     )

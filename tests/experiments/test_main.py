@@ -52,13 +52,33 @@ def test_a_config_found_bad_does_not_claim_the_new_workdir(tmp_path, data_dir):
 
 
 def test_a_bad_config_that_replaced_a_run_does_not_claim_the_workdir(tmp_path, data_dir):
-    (tmp_path / "config.json").write_text(json.dumps({"trainer": "supervised", "seed": 7}))
-    workdir, fresh = f"--workdir={tmp_path}", "--config.resume=False"
-    out = run_main(*SHORT, fresh, "--config.model.fusion=bogus", workdir, data_dir=data_dir)
-    assert out.returncode != 0 and "unknown fusion operator 'bogus'" in out.stderr
-    # the corrected command (without resume=False) is not refused as another configuration
-    out = run_main(*SHORT, "--config.model.kind=bogus", workdir, data_dir=data_dir)
-    assert out.returncode != 0 and "unknown kind 'bogus'" in out.stderr
+    # emap_table clears the workdir before its rows find the config bad
+    (tmp_path / "config.json").write_text(json.dumps({"trainer": "emap_table", "seed": 7}))
+    tiny, workdir = "--config=configs/quickstart.py:tiny", f"--workdir={tmp_path}"
+    out = run_main(
+        tiny, "--config.resume=False", "--config.optim.name=adamz", workdir, data_dir=data_dir
+    )
+    assert out.returncode != 0 and "optim.name: unknown 'adamz'" in out.stderr
+    assert not (tmp_path / "config.json").exists()
+    # the next command (without resume=False) is not refused as another configuration
+    out = run_main(tiny, "--config.optim.schedule=bogus", workdir, data_dir=data_dir)
+    assert out.returncode != 0 and "optim.schedule: unknown 'bogus'" in out.stderr
+
+
+def test_a_bad_config_with_resume_false_leaves_the_previous_run(tmp_path, data_dir):
+    previous = {"trainer": "supervised", "seed": 7}
+    (tmp_path / "config.json").write_text(json.dumps(previous))
+    (tmp_path / "results.json").write_text("{}")
+    out = run_main(
+        *SHORT,
+        "--config.resume=False",
+        "--config.optim.name=adamz",
+        f"--workdir={tmp_path}",
+        data_dir=data_dir,
+    )
+    assert out.returncode != 0 and "optim.name: unknown 'adamz'" in out.stderr
+    assert json.loads((tmp_path / "config.json").read_text()) == previous
+    assert (tmp_path / "results.json").exists()
 
 
 def test_wrong_type_exits_non_zero_naming_the_key(tmp_path, data_dir):
