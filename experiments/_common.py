@@ -379,11 +379,10 @@ def make_objective(task: Task, stochastic: bool = False):
     def loss_fn(model, batch, key):
         if not (stochastic and _reinforce_gate(model) is not None):
             return loss_of(outputs(model, batch, key), batch["label"])
-        out, log_prob = _sampled_outputs_and_log_prob(
-            model, tuple(batch[m] for m in modalities), key
-        )
+        # outputs with sampled gate choices, and the choices' log-probabilities [B, ...]
+        out, aux = model(tuple(batch[m] for m in modalities), key=key, return_aux=True)
         losses = per_example_loss(out, batch["label"])  # [B]
-        log_prob = jnp.reshape(log_prob, (losses.shape[0], -1)).sum(-1)  # [B]: every choice
+        log_prob = jnp.reshape(aux.log_prob, (losses.shape[0], -1)).sum(-1)  # [B]: every choice
         surrogate = fusion.reinforce_surrogate(log_prob, losses)
         # the surrogate adds its gradient only: the loss reported stays the task's
         return losses.mean() + surrogate - jax.lax.stop_gradient(surrogate)
@@ -406,15 +405,6 @@ def _reinforce_gate(model: nnx.Module) -> nnx.Module | None:
     """The model's fusion operator if it is a hard gate trained by REINFORCE."""
     op = getattr(model, "fusion", model)
     return op if getattr(op, "estimator", None) == "reinforce" else None
-
-
-def _sampled_outputs_and_log_prob(
-    model: nnx.Module, xs: tuple[jax.Array, ...], key: jax.Array
-) -> tuple[jax.Array, jax.Array]:
-    """``[B, C]`` outputs with sampled gate choices, and their log-probabilities ``[B, ...]``
-    (the model is the operator itself, or a ``FusionModel`` around it)."""
-    out, aux = model(xs, key=key, return_aux=True)
-    return out, aux.log_prob
 
 
 def monitor_for(task: Task) -> tuple[str, str]:

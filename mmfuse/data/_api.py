@@ -60,11 +60,17 @@ def num_classes(
     >>> num_classes("cmu_mosi/seven_class"), num_classes("book_reviews")
     (7, None)
     """
+    cls, config, read = _configure(name, options)
+    return cls.num_classes(config.params, read)
+
+
+def _configure(name: str, overrides: Mapping[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
+    """The builder class of ``name``, its checked build config and its read options."""
     entry = resolve(name)
     cls = entry.builder_class()
-    build, read = _split_options(name, entry, cls, options)
+    build, read = _split_options(name, entry, cls, overrides)
     config = cls.make_config(entry.variant, **build)
-    return cls.num_classes(config.params, cls.check_read(config.params, read))
+    return cls, config, cls.check_read(config.params, read)
 
 
 def _split_options(
@@ -118,12 +124,8 @@ def _open(
     overrides: Mapping[str, Any],
 ) -> tuple[Any, Any, tuple[str, ...]]:
     """Builds ``name`` if needed; returns its tfds data source(s), record view and modalities."""
-    entry = resolve(name)
-    cls = entry.builder_class()
-    build, read = _split_options(name, entry, cls, overrides)
+    cls, config, read = _configure(name, overrides)
     _check_split(name, cls.SPLITS, split)
-    config = cls.make_config(entry.variant, **build)
-    read = cls.check_read(config.params, read)
 
     import tensorflow_datasets as tfds
 

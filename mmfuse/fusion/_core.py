@@ -7,6 +7,7 @@ Shapes: M modalities, inputs ``xs[m]`` of shape ``[..., d_m]`` whose leading dim
 from __future__ import annotations
 
 import functools
+import math
 import numbers
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -68,9 +69,28 @@ def check_dims(
     return dims, int(out_dim)
 
 
+def is_int(value: Any) -> bool:
+    """A Python or NumPy integer (not a bool)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def _is_positive_int(value: Any) -> bool:
-    """A Python or NumPy integer ≥ 1 (not a bool)."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
+    return is_int(value) and value >= 1
+
+
+def check_real(value: Any, option: str, name: str, *, bound: str | None = None) -> float:
+    """A finite Python or NumPy real as a float, ``bound`` one of None, ``">= 0"``,
+    ``"> 0"``; raises naming the option."""
+    ok = (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and (bound is None or value > 0 or (bound == ">= 0" and value == 0))
+    )
+    if not ok:
+        wanted = "a finite number" + (f" {bound}" if bound else "")
+        raise ValueError(f"{name}: {option} must be {wanted}, got {value!r}")
+    return float(value)
 
 
 def check_choice(value: Any, choices: Sequence[Any], option: str, name: str) -> Any:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import math
-import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,6 +18,7 @@ from mmfuse.fusion._core import (
     check_compute_dtype,
     check_dims,
     check_inputs,
+    check_real,
     lecun_normal,
     linear,
 )
@@ -137,13 +136,7 @@ class FilmFusion(FusionOperator):
         compute_dtype: Any = None,
         rngs: nnx.Rngs,
     ):
-        if (
-            isinstance(gamma_offset, bool)
-            or not isinstance(gamma_offset, numbers.Real)
-            or not math.isfinite(gamma_offset)
-        ):
-            raise ValueError(f"film: gamma_offset must be a finite number, got {gamma_offset!r}")
-        self.gamma_offset = float(gamma_offset)
+        self.gamma_offset = check_real(gamma_offset, "gamma_offset", "film")
         super().__init__(
             in_dims,
             out_dim,

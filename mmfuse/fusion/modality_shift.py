@@ -8,7 +8,6 @@ is rescaled so that it never outgrows ``β·‖z‖``, added to ``z`` and layer-
 
 from __future__ import annotations
 
-import math
 import numbers
 from collections.abc import Sequence
 from typing import Any
@@ -27,6 +26,7 @@ from mmfuse.fusion._core import (
     check_compute_dtype,
     check_dims,
     check_inputs,
+    check_real,
     lecun_normal,
     linear,
 )
@@ -232,26 +232,17 @@ def modality_shift(
     return out
 
 
-def _check_real(value, option: str, *, positive: bool) -> float:
-    """A finite real number, ``> 0`` (``positive``) or ``≥ 0``; raises naming the option."""
-    bound = "> 0" if positive else ">= 0"
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not math.isfinite(value)
-        or value < 0
-        or (positive and value == 0)
-    ):
-        raise ValueError(f"modality_shift: {option} must be a finite number {bound}, got {value!r}")
-    return float(value)
+def _check_real(value: Any, option: str) -> float:
+    """``beta ≥ 0``, ``eps > 0``, ``layer_norm_eps > 0``: finite numbers, else raises."""
+    return check_real(value, option, "modality_shift", bound=">= 0" if option == "beta" else "> 0")
 
 
 def _check_scalars(**values: Any) -> None:
-    """The functional form's checks of ``beta ≥ 0``, ``eps > 0``, ``layer_norm_eps > 0``
-    where they are numbers (a traced value, e.g. a learned β, passes unchecked)."""
+    """The functional form's ``_check_real`` of the options that are numbers (a traced
+    value, e.g. a learned β, passes unchecked)."""
     for option, value in values.items():
         if isinstance(value, numbers.Real):
-            _check_real(value, option, positive=option != "beta")
+            _check_real(value, option)
 
 
 def _check_rate(value) -> float:
@@ -301,9 +292,9 @@ class ModalityShiftFusion(FusionOperator):
     ):
         self.gate = check_choice(gate, GATES, "gate", "modality_shift")
         self.dropout = _check_rate(dropout)
-        self.beta = _check_real(beta, "beta", positive=False)
-        self.eps = _check_real(eps, "eps", positive=True)
-        self.layer_norm_eps = _check_real(layer_norm_eps, "layer_norm_eps", positive=True)
+        self.beta = _check_real(beta, "beta")
+        self.eps = _check_real(eps, "eps")
+        self.layer_norm_eps = _check_real(layer_norm_eps, "layer_norm_eps")
         super().__init__(
             in_dims,
             out_dim,

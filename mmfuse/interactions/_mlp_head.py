@@ -40,9 +40,8 @@ class SplitMLP:
         the last one ending at the C outputs.
       activations: one per entry of ``layers``, applied before that layer (``None``:
         none, where two linear layers follow each other).
-      input_dtype: the first layer's matmul operand dtype in the model (``None``: the
-        operands' own).
-      dtypes: the same for each entry of ``layers`` (the fusion's layers and the
+      dtypes: the matmul operand dtype in the model (``None``: the operands' own) of
+        the first layer, then of each entry of ``layers`` (the fusion's layers and the
         head's each keep their module's ``compute_dtype``).
     """
 
@@ -50,20 +49,14 @@ class SplitMLP:
     bias: jax.Array
     layers: tuple[tuple[jax.Array, jax.Array], ...]
     activations: tuple[Activation | None, ...]
-    input_dtype: Any = None
-    dtypes: tuple[Any, ...] | None = None
-
-    def layer_dtypes(self) -> tuple[Any, ...]:
-        """The model's operand dtype of the first layer, then of each later layer."""
-        later = self.dtypes if self.dtypes is not None else (None,) * len(self.layers)
-        return (self.input_dtype, *later)
+    dtypes: tuple[Any, ...]
 
     def parts(self, hs: Sequence[jax.Array], dtype: Any = None) -> tuple[jax.Array, ...]:
         """``u_m = h_m W_m`` (plus the bias on ``u_1``): M arrays ``[N, e_m]`` -> ``[N, H]``.
 
         ``dtype`` overrides the model's operand dtype (``None``: keep it).
         """
-        dtype = dtype or self.input_dtype
+        dtype = dtype or self.dtypes[0]
         us = tuple(
             matmul(h, kernel, dtype) for h, kernel in zip(hs, self.input_kernels, strict=True)
         )
@@ -72,9 +65,8 @@ class SplitMLP:
     def rest(self, x: jax.Array, dtype: Any = None) -> jax.Array:
         """``g(x)``: ``[..., H]`` summed parts -> ``[..., C]`` outputs (``dtype`` as for
         ``parts``, for every layer)."""
-        layer_dtypes = self.layer_dtypes()[1:]
         for (kernel, bias), act, own in zip(
-            self.layers, self.activations, layer_dtypes, strict=True
+            self.layers, self.activations, self.dtypes[1:], strict=True
         ):
             if act is not None:
                 x = act(x)
@@ -101,8 +93,7 @@ def split_mlp(model: nnx.Module) -> SplitMLP | None:
     # the fusion MLP: act between layers, its last layer linear
     layers = list(zip(params["kernels"], params["biases"][1:], strict=True))
     activations: list[Activation | None] = [act] * len(layers)
-    fusion_dtype = model.fusion.compute_dtype
-    dtypes = [fusion_dtype] * len(layers)
+    dtypes = [model.fusion.compute_dtype] * (1 + len(layers))  # its first layer, then the rest
     head = model.head
     if isinstance(head, nnx.Linear):
         # an nnx.Linear computes in its `dtype` (None: its inputs')
@@ -128,6 +119,5 @@ def split_mlp(model: nnx.Module) -> SplitMLP | None:
         bias=params["biases"][0],
         layers=tuple(layers),
         activations=tuple(activations),
-        input_dtype=fusion_dtype,
         dtypes=tuple(dtypes),
     )

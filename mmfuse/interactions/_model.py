@@ -262,7 +262,7 @@ def _one_dtype(split: SplitMLP, advice: str) -> Any:
     """The single operand dtype the fused kernel runs a split head in, as the model does."""
     # None computes in the operands' own dtype: the parameters' (float32 unless cast)
     params = jnp.result_type(*(k for k, _ in split.layers))
-    own = {jnp.dtype(params if d is None else d) for d in split.layer_dtypes()}
+    own = {jnp.dtype(params if d is None else d) for d in split.dtypes}
     if len(own) == 1:
         return own.pop()
     names = sorted(d.name for d in own)

@@ -21,8 +21,8 @@ def _outputs(
             f"{name}: outputs {outputs.shape} and labels {labels.shape} must share their "
             "leading size N"
         )
-    bad = ~np.isfinite(outputs)
-    if finite and bad.any():  # NaN would silently rank first or predict class 0
+    bad = ~np.isfinite(outputs) if finite else None
+    if bad is not None and bad.any():  # NaN would silently rank first or predict class 0
         first = int(np.argwhere(bad)[0][0])
         raise ValueError(
             f"{name}: outputs hold {int(bad.sum())} non-finite value(s) (the first in example "

@@ -29,10 +29,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
-from mmfuse.fusion._core import check_positive
+from mmfuse.fusion._core import check_positive, is_int
 from mmfuse.models._checks import check_modalities
 from mmfuse.models.encoders.mlp import MLP
 
@@ -90,7 +89,7 @@ class ResidualFusion(nnx.Module):
         self.out_dim = check_positive(out_dim, "out_dim", name)
         num_modalities = len(self.in_dims)
         max_order = num_modalities if max_order is None else max_order
-        if isinstance(max_order, bool) or not isinstance(max_order, (int, np.integer)):
+        if not is_int(max_order):
             raise ValueError(f"{name}: max_order must be an int, got {max_order!r}")
         max_order = int(max_order)
         if not 1 <= max_order <= num_modalities:

@@ -51,9 +51,10 @@ from mmfuse.data.builders._base import ArrayBuilder, Columns, View
 
 MODALITIES = ("text", "audio", "vision")
 PICKLE_SPLITS = {"train": "train", "validation": "valid", "test": "test"}
-LABEL_VIEWS = ("regression", "binary", "seven_class")
 SCORE_RANGE = 3.0
+# label view -> its class count (None: a regression target)
 CLASSES = {"regression": None, "binary": 2, "seven_class": 2 * int(SCORE_RANGE) + 1}
+LABEL_VIEWS = tuple(CLASSES)
 
 
 def label_view(score: Any, view: str) -> np.ndarray:

@@ -113,11 +113,10 @@ class FusionModel(nnx.Module):
         ``(head(z), aux)``.
         """
         out = self.fusion(hs, **fusion_kwargs)  # [B, ..., F], or (that, aux)
-        aux = None
-        if fusion_kwargs.get("return_aux", False):
-            out, aux = out
-        y = out if self.head is None else self.head(out)  # [B, ..., C]
-        return (y, aux) if fusion_kwargs.get("return_aux", False) else y
+        if not fusion_kwargs.get("return_aux", False):
+            return out if self.head is None else self.head(out)  # [B, ..., C]
+        z, aux = out
+        return (z if self.head is None else self.head(z)), aux
 
     def __call__(
         self,

@@ -7,10 +7,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
-from mmfuse.fusion._core import check_positive
+from mmfuse.fusion._core import check_positive, is_int
 from mmfuse.models.transformers.layers import (
     EMBED_INIT,
     RawTokenModel,
@@ -108,11 +107,7 @@ class BottleneckFusion(RawTokenModel):
             )
         if fusion_layer is None:
             fusion_layer = min(num_layers // 2, num_layers - 2)
-        if (
-            isinstance(fusion_layer, bool)
-            or not isinstance(fusion_layer, (int, np.integer))
-            or not 0 <= fusion_layer <= num_layers - 2
-        ):
+        if not is_int(fusion_layer) or not 0 <= fusion_layer <= num_layers - 2:
             raise ValueError(
                 f"{name}: fusion_layer must be an int in [0, num_layers - 2 = {num_layers - 2}] "
                 f"so that at least two layers fuse, got {fusion_layer!r}"
