@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -29,6 +29,8 @@ STANDARDIZED_BY_DEFAULT = ("uci_mfeat",)
 # emap_scores: exact EMAP up to this many head evaluations (N^M), Monte-Carlo beyond
 EXACT_EMAP_PAIRS = 10**9
 EMAP_SAMPLES = 512  # sampled partners per example and modality in Monte-Carlo mode
+# one training example: enough to learn a dataset's modalities, shapes and classes
+PROBE_SPLIT = "train[:1]"
 
 
 def plain(value: Any) -> Any:
@@ -77,6 +79,38 @@ class Task:
         """Per-example shapes ``(..., d_m)`` of the modalities."""
         first = next(iter(self.splits.values()))
         return tuple(first[m].shape[1:] for m in self.modalities)
+
+
+def check_entries(
+    what: str,
+    entries: Sequence[Mapping[str, Any]],
+    keys: Sequence[str],
+    *,
+    required: Sequence[str] = ("name",),
+    label: str = "name",
+) -> list[str]:
+    """Checks the dict entries of a config list (e.g. ``config.datasets``); their names.
+
+    Each entry has only ``keys``, all of ``required``, and a name no other entry has:
+    its ``label``, else its ``"name"``.
+    """
+    for entry in entries:
+        unknown = sorted(set(entry) - set(keys))
+        missing = [k for k in required if k not in entry]
+        if unknown or missing:
+            problem = f"unknown key(s) {', '.join(unknown)}" if unknown else f"no {missing[0]!r}"
+            raise ValueError(
+                f"{what}: {dict(entry)!r} has {problem}; keys: {', '.join(keys)} "
+                f"({', '.join(required)} required)"
+            )
+    names = [entry.get(label, entry["name"]) for entry in entries]
+    repeated = sorted({n for n in names if names.count(n) > 1}, key=str)
+    if repeated:
+        raise ValueError(
+            f"{what}: {', '.join(map(repr, repeated))} names more than one entry; give each "
+            f"a {label!r} of its own"
+        )
+    return names
 
 
 def load_task(
@@ -279,6 +313,19 @@ def model_from_config(cfg: ml_collections.ConfigDict, task: Task, seed: int) -> 
     )
 
 
+def check_model(build: Callable[[], nnx.Module], where: str) -> None:
+    """Builds a model from shapes alone (``nnx.eval_shape``: no parameter is allocated).
+
+    Trainers of many runs check every model this way before they touch the workdir or
+    train anything, so that a bad setting of the last run fails at once; a ``ValueError``
+    is raised again prefixed with ``where`` (e.g. the model's row and dataset).
+    """
+    try:
+        nnx.eval_shape(build)
+    except ValueError as error:
+        raise ValueError(f"{where}: {error}") from error
+
+
 def fusion_options(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
     """The options in ``cfg.fusion_options`` that are set (an unset option, ``None``,
     leaves the operator's default; see ``configs._sections.fusion_options_section``)."""
@@ -314,6 +361,8 @@ def build_optimizer(
         raise ValueError(f"optim.schedule: unknown {schedule!r}; schedules: {', '.join(SCHEDULES)}")
     if name not in OPTIMIZERS:
         raise ValueError(f"optim.name: unknown {name!r}; optimizers: {', '.join(OPTIMIZERS)}")
+    if num_steps < 1:  # the schedules' length
+        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
     # a setting the chosen optimizer or schedule would ignore is a mistake, not a no-op
     if weight_decay and name != "adamw":
         raise ValueError(

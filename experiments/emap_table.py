@@ -22,8 +22,9 @@ checkpoints and a ``run.json`` once finished, so a rerun resumes where it stoppe
 
 from __future__ import annotations
 
+import functools
 import pathlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
@@ -35,6 +36,8 @@ from experiments import _common, _plots
 from mmfuse import train
 
 PLUS_LINEAR = "+ linear logits"
+DATASET_KEYS = ("name", "options", "modalities", "label", "standardize")
+ROW_KEYS = ("name", "kind", "fusion", "fusion_options")
 
 
 class FixedLogits(nnx.Variable):
@@ -102,16 +105,39 @@ def _train_row(row, config, task, seed, run_dir, linear: nnx.Module | None):
     )
 
 
-def load_dataset(config, dataset: Mapping[str, Any]) -> _common.Task:
+def load_dataset(
+    config, dataset: Mapping[str, Any], splits: Sequence[str] = ("train", "validation", "test")
+) -> _common.Task:
     """The task of one ``config.datasets`` entry (``name``, and optionally ``options``,
     ``modalities``, ``label``, ``standardize``: z-score each modality by the train split)."""
     task = _common.load_task(
         dataset["name"],
+        splits=splits,
         options=dataset.get("options", {}),
         data_dir=config.data_dir,
         modalities=tuple(dataset.get("modalities", ())),
     )
-    return _common.standardized(task) if dataset.get("standardize", False) else task
+    return _common.standardized(task, splits[0]) if dataset.get("standardize", False) else task
+
+
+def check_config(config) -> None:
+    """Checks what the table will train before the workdir is touched or anything trained.
+
+    Every ``config.datasets`` and ``config.extra_models`` entry holds known keys and a
+    name of its own (an extra row's differs from the built-in rows' too), the optimizer
+    builds, and every row's model builds (from shapes alone) on every dataset's
+    modalities, read from one training example.
+    """
+    _common.optimizer_from_config(config.optim, config.train.num_steps)
+    datasets = _common.plain(config.datasets)
+    labels = _common.check_entries("config.datasets", datasets, DATASET_KEYS, label="label")
+    rows = row_models(config)
+    _common.check_entries("config.extra_models", rows, ROW_KEYS, required=("name", "kind"))
+    for dataset, label in zip(datasets, labels, strict=True):
+        task = load_dataset(config, dataset, splits=(_common.PROBE_SPLIT,))
+        for row in rows:
+            build = functools.partial(_build, row, config, task, 0)
+            _common.check_model(build, f"model {row['name']!r} on {label}")
 
 
 def run_dataset(
@@ -218,6 +244,7 @@ def format_table(summaries: Mapping[str, Mapping[str, Any]], row_names: list[str
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     workdir = pathlib.Path(workdir)
+    check_config(config)
     writer = _common.open_run(config, workdir)
     summaries = {}
     for dataset in _common.plain(config.datasets):

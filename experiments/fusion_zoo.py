@@ -30,9 +30,11 @@ of its modalities, e.g. ``uci_mfeat:fou+kar``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import pathlib
 import statistics
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -123,13 +125,48 @@ def use_compilation_cache(directory: pathlib.Path) -> None:
     compilation_cache.reset_cache()
 
 
-def load_dataset(dataset: Dataset, config: ml_collections.ConfigDict) -> _common.Task:
-    """All splits of ``dataset`` in memory (standardized if ``config.data.standardize``)."""
+def load_dataset(
+    dataset: Dataset,
+    config: ml_collections.ConfigDict,
+    splits: Sequence[str] = ("train", "validation", "test"),
+) -> _common.Task:
+    """The splits of ``dataset`` in memory (standardized if ``config.data.standardize``)."""
     task = _common.load_task(
-        dataset.name, data_dir=config.data.get("data_dir"), modalities=dataset.modalities
+        dataset.name,
+        splits=splits,
+        data_dir=config.data.get("data_dir"),
+        modalities=dataset.modalities,
     )
     task = dataclasses.replace(task, name=dataset.spec)
-    return _common.standardized(task) if config.data.get("standardize", False) else task
+    return _common.standardized(task, splits[0]) if config.data.get("standardize") else task
+
+
+def probe(config: ml_collections.ConfigDict, datasets: Sequence[Dataset]) -> list[_common.Task]:
+    """Each dataset's task with one training example: its modalities, shapes and classes."""
+    return [load_dataset(d, config, splits=(_common.PROBE_SPLIT,)) for d in datasets]
+
+
+def check_runs(
+    config: ml_collections.ConfigDict, probes: Sequence[_common.Task], models: Sequence[Model]
+) -> None:
+    """Checks every run before the workdir is touched or anything is trained.
+
+    The optimizer builds, ``config.model.fusion_options`` names operators only, and every
+    model builds (from shapes alone) on every dataset (its ``probe``).
+    """
+    _common.optimizer_from_config(config.optim, config.train.num_steps)
+    unknown = sorted(set(config.model.fusion_options) - set(fusion.names()))
+    if unknown:
+        raise ValueError(
+            f"config.model.fusion_options: {', '.join(unknown)} is no fusion operator; "
+            f"operators: {', '.join(fusion.names())}"
+        )
+    for task in probes:
+        for model in models:
+            build = functools.partial(
+                _common.model_from_config, model_config(config, model), task, 0
+            )
+            _common.check_model(build, f"model {model.spec!r} on {task.name}")
 
 
 def model_config(config: ml_collections.ConfigDict, model: Model) -> ml_collections.ConfigDict:
@@ -286,6 +323,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     datasets = [parse_dataset(s) for s in _unique("datasets", config.datasets)]
     models = [parse_model(s) for s in _unique("models", config.models)]
     seeds = [int(s) for s in _unique("seeds", config.seeds)]
+    check_runs(config, probe(config, datasets), models)
     train.prepare_workdir(
         workdir,
         config.to_dict(),

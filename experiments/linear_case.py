@@ -258,10 +258,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     seeds = tuple(int(s) for s in config.data.seeds)
     if not seeds:
         raise ValueError("config.data.seeds: give at least one dataset seed")
+    if len(set(seeds)) < len(seeds):
+        raise ValueError(f"config.data.seeds: a seed is listed more than once in {seeds}")
     if "seed" in config.data.get("options", {}):
         raise ValueError("config.data.options.seed: give the dataset seeds in config.data.seeds")
     workdir = pathlib.Path(workdir)
-    train.prepare_workdir(workdir, config.to_dict(), resume=config.resume, ignore=("resume",))
     steps = config.optim.num_steps
     optimizer = _common.build_optimizer(
         config.optim.name,
@@ -270,12 +271,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         schedule=config.optim.schedule,
         clip_norm=config.optim.get("clip_norm"),
     )
+    # the datasets and the tensor operator's option are checked before the workdir is
+    # touched, so that a bad config run with resume=False leaves the previous run in place
+    datasets = {seed: _load(config.data, seed) for seed in seeds}
+    append = config.model.tensor_append
+    _common.check_model(
+        lambda: fusion.create("tensor", (1, 1), 1, rngs=nnx.Rngs(0), append_one=append),
+        "config.model.tensor_append",
+    )
+    train.prepare_workdir(workdir, config.to_dict(), resume=config.resume, ignore=("resume",))
     per_seed: dict[str, list[dict[str, Any]]] = {spec.name: [] for spec in SPECS}
-    shown = None  # the first dataset, drawn in plots/linear_case.png
-    for seed in seeds:
-        x_a, x_b, y = _load(config.data, seed)
-        if shown is None:
-            shown = (x_a, x_b, y)
+    shown = datasets[seeds[0]]  # the first dataset, drawn in plots/linear_case.png
+    for seed, (x_a, x_b, y) in datasets.items():
         for spec in SPECS:
             x = design(x_a, x_b, spec.num_terms)
             coef, se = ols(x, y)
@@ -289,7 +296,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 seed=config.seed,
                 workdir=workdir / "runs" / f"seed_{seed}" / spec.slug,
                 standardize=config.model.standardize,
-                append=config.model.tensor_append,
+                append=append,
                 log_every=config.train.log_every,
                 checkpoint_every=config.train.checkpoint_every,
             )

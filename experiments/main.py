@@ -84,27 +84,36 @@ def main(argv: list[str]) -> int:
 
     logging.info("jax %s, devices %s", jax.__version__, jax.devices())
     workdir = pathlib.Path(_WORKDIR.value)
-    # resume=False discards what the workdir holds, so what is there afterwards is new too
-    new_run = not (workdir / "config.json").exists() or not config.get("resume", True)
+    recorded = read_recorded_config(workdir)
     try:
         trainer = trainer_module(config.trainer)
         trainer.train_and_evaluate(config, workdir)
     except (ValueError, train.NonFiniteLossError, train.WorkdirConflictError) as error:
         # A clear message and a non-zero exit rather than a traceback for bad input,
         # a refused workdir or a diverged run; the checkpoints stay as they were.
-        if new_run and isinstance(error, ValueError):
-            forget_unstarted_run(workdir)
+        if isinstance(error, ValueError):
+            forget_unstarted_run(workdir, recorded)
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0
 
 
-def forget_unstarted_run(workdir: pathlib.Path) -> None:
-    """Removes the ``config.json`` a new run recorded before its config was found bad,
-    so that the corrected command is not refused as "a run of another configuration".
-    Anything else the run wrote (a checkpoint, a record) keeps the workdir as it is."""
+def read_recorded_config(workdir: pathlib.Path) -> str | None:
+    """The text of the workdir's ``config.json``, or None."""
+    path = workdir / "config.json"
+    return path.read_text() if path.exists() else None
+
+
+def forget_unstarted_run(workdir: pathlib.Path, recorded: str | None) -> None:
+    """Removes the ``config.json`` this run recorded (it differs from ``recorded``, what
+    the workdir held before) before its config was found bad, so that the corrected
+    command is not refused as "a run of another configuration". Anything else the run
+    wrote (a checkpoint, a record) keeps the workdir as it is; a ``config.json`` the run
+    did not write (its config was found bad first) stays too."""
     from mmfuse.train.workdir import RUN_OUTPUTS
 
+    if read_recorded_config(workdir) == recorded:
+        return
     metrics = workdir / "metrics.jsonl"
     started = any((workdir / name).exists() for name in RUN_OUTPUTS if name != metrics.name)
     if started or (metrics.exists() and metrics.stat().st_size):

@@ -20,6 +20,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 import pathlib
 import statistics
 from typing import Any
@@ -64,9 +65,11 @@ def objective(task: _common.Task, penalty: float):
     return loss_fn, evaluate
 
 
-def train_run(config, task: _common.Task, seed: int, run_dir: pathlib.Path) -> dict[str, Any]:
-    """Trains (or resumes) one residual model; its test record, also written to run.json."""
-    model = models.ResidualFusion(
+DATASET_KEYS = ("name", "modalities", "label")
+
+
+def build_model(config, task: _common.Task, seed: int) -> models.ResidualFusion:
+    return models.ResidualFusion(
         tuple(s[-1] for s in task.shapes()),
         task.num_outputs,
         hidden_dims=tuple(config.model.hidden_dims),
@@ -74,6 +77,35 @@ def train_run(config, task: _common.Task, seed: int, run_dir: pathlib.Path) -> d
         compute_dtype=config.model.get("compute_dtype"),
         rngs=nnx.Rngs(seed),
     )
+
+
+def load_dataset(config, dataset: dict[str, Any], splits=("train", "validation", "test")):
+    """The task of one ``config.datasets`` entry (``name``, optionally ``modalities``)."""
+    return _common.load_task(
+        dataset["name"],
+        splits=splits,
+        data_dir=config.data_dir,
+        modalities=tuple(dataset.get("modalities", ())),
+    )
+
+
+def check_config(config) -> list[str]:
+    """Checks the datasets (known keys, a label each), the optimizer and the model on
+    every dataset (built from shapes alone) before the workdir is touched or anything
+    is trained; the datasets' labels."""
+    _common.optimizer_from_config(config.optim, config.train.num_steps)
+    datasets = _common.plain(config.datasets)
+    labels = _common.check_entries("config.datasets", datasets, DATASET_KEYS, label="label")
+    for dataset, label in zip(datasets, labels, strict=True):
+        task = load_dataset(config, dataset, splits=(_common.PROBE_SPLIT,))
+        build = functools.partial(build_model, config, task, 0)
+        _common.check_model(build, f"the model on {label}")
+    return labels
+
+
+def train_run(config, task: _common.Task, seed: int, run_dir: pathlib.Path) -> dict[str, Any]:
+    """Trains (or resumes) one residual model; its test record, also written to run.json."""
+    model = build_model(config, task, seed)
     objective_fns = objective(task, config.penalty)
     loss_fn, fit_kwargs = _common.fit_arguments(
         config, task, model, seed=seed, objective=objective_fns
@@ -146,15 +178,11 @@ def format_table(summaries: dict[str, dict[str, Any]]) -> str:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     workdir = pathlib.Path(workdir)
+    labels = check_config(config)
     writer = _common.open_run(config, workdir)
     summaries = {}
-    for dataset in _common.plain(config.datasets):
-        task = _common.load_task(
-            dataset["name"],
-            data_dir=config.data_dir,
-            modalities=tuple(dataset.get("modalities", ())),
-        )
-        label = dataset.get("label", dataset["name"])
+    for dataset, label in zip(_common.plain(config.datasets), labels, strict=True):
+        task = load_dataset(config, dataset)
         records = []
         for seed in config.seeds:
             run_dir = workdir / "runs" / label.replace("/", "_").replace(" ", "_") / f"seed{seed}"

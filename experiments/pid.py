@@ -61,15 +61,29 @@ def predictions(model, task: _common.Task, split: str) -> np.ndarray:
     return np.asarray(jnp.argmax(logits, axis=-1))
 
 
+def check_config(config: ml_collections.ConfigDict) -> None:
+    """Checks every dataset and model before the workdir is touched or anything trained:
+    the zoo workdir (if set), two modalities each, and the zoo's checks of every run."""
+    if config.get("zoo_workdir"):
+        check_zoo_workdir(config)
+    datasets = [fusion_zoo.parse_dataset(s) for s in config.datasets]
+    models = [fusion_zoo.parse_model(m) for m in config.models]
+    probes = fusion_zoo.probe(config, datasets)
+    for dataset, task in zip(datasets, probes, strict=True):
+        modalities = task.modalities
+        if len(modalities) != 2:
+            count = "1 modality" if len(modalities) == 1 else f"{len(modalities)} modalities"
+            example = f", e.g. '{dataset.name}:{'+'.join(modalities[:2])}'"
+            raise ValueError(
+                f"pid: {dataset.spec!r} has {count} ({', '.join(modalities)}); PID is of two: "
+                "name two of them" + (example if len(modalities) > 2 else "")
+            )
+    fusion_zoo.check_runs(config, probes, models)
+
+
 def run_dataset(config, spec: str, workdir: pathlib.Path, writer) -> dict[str, Any]:
     dataset = fusion_zoo.parse_dataset(spec)
     task = fusion_zoo.load_dataset(dataset, config)
-    if len(task.modalities) != 2:
-        a, b = task.modalities[:2]
-        raise ValueError(
-            f"pid: {spec!r} has {len(task.modalities)} modalities ({', '.join(task.modalities)});"
-            f" PID is of two: name two of them, e.g. '{dataset.name}:{a}+{b}'"
-        )
     split = config.pid.split
     x1, x2 = task.inputs(split)
     options = dict(
@@ -169,8 +183,7 @@ def format_tables(results: dict[str, Any], models: list[str]) -> str:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     workdir = pathlib.Path(workdir)
-    if config.get("zoo_workdir"):
-        check_zoo_workdir(config)
+    check_config(config)
     writer = _common.open_run(config, workdir, ignore=("zoo_workdir",))
     if config.get("compilation_cache", False):
         fusion_zoo.use_compilation_cache(workdir / "xla_cache")

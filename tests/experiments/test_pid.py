@@ -1,5 +1,6 @@
 """The PID experiment: dataset PID per synthetic kind, model PID and its agreement."""
 
+import numpy as np
 import pytest
 
 from configs import pid as pid_config
@@ -62,12 +63,31 @@ def test_a_zoo_workdir_is_reused_only_with_the_same_training_settings(tmp_path):
         pid.check_zoo_workdir(config)
 
 
-def test_a_dataset_without_exactly_two_modalities_is_named_with_the_fix(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        (
+            "uci_mfeat",
+            r"'uci_mfeat' has 3 modalities \(fou, kar, pix\); .* e\.g\. 'uci_mfeat:fou\+kar'",
+        ),
+        (
+            "uci_mfeat:fou",
+            r"'uci_mfeat:fou' has 1 modality \(fou\); PID is of two: name two of them$",
+        ),
+    ],
+)
+def test_a_dataset_without_exactly_two_modalities_is_named_with_the_fix(spec, message, monkeypatch):
     from experiments import _common, fusion_zoo
 
-    three = _common.Task("uci_mfeat", ("fou", "kar", "pix"), {}, num_classes=10)
-    monkeypatch.setattr(fusion_zoo, "load_dataset", lambda dataset, config: three)
+    widths = {"fou": 76, "kar": 64, "pix": 240}
+
+    def probe(dataset, config, splits):
+        kept = dataset.modalities or tuple(widths)
+        arrays = {m: np.zeros((1, widths[m]), np.float32) for m in kept}
+        return _common.Task(dataset.spec, kept, {splits[0]: arrays}, num_classes=10)
+
+    monkeypatch.setattr(fusion_zoo, "load_dataset", probe)
     config = pid_config.get_config("tiny")
-    message = r"'uci_mfeat' has 3 modalities \(fou, kar, pix\); .* e\.g\. 'uci_mfeat:fou\+kar'"
+    config.datasets = [spec]
     with pytest.raises(ValueError, match=message):
-        pid.run_dataset(config, "uci_mfeat", tmp_path, writer=None)
+        pid.check_config(config)

@@ -1,0 +1,131 @@
+"""Trainers of many runs check their whole config before they touch the workdir or train."""
+
+import json
+import re
+
+import pytest
+
+from configs import fusion_zoo as zoo_config
+from configs import linear_case as linear_config
+from configs import mro as mro_config
+from configs import pid as pid_config
+from configs import quickstart
+from experiments import emap_table, fusion_zoo, linear_case, mro, pid
+
+
+def _emap_table():
+    config = quickstart.get_config("tiny")
+    config.extra_models = [
+        *config.extra_models,
+        {"name": "lr", "kind": "intermediate", "fusion": "low_rank_tensor"},
+    ]
+    config.extra_models[-1]["fusion_options"] = {"rank": 0}
+    return config
+
+
+def _fusion_zoo():
+    config = zoo_config.get_config("quick")
+    config.datasets = ("synthetic/xor", "synthetic/additive:x1+x3")  # the last one is bad
+    return config
+
+
+def _pid():
+    config = pid_config.get_config("tiny")
+    config.model.fusion_options.tensor = {"append_one": "middle"}
+    return config
+
+
+def _mro():
+    config = mro_config.get_config("tiny")
+    config.model.max_order = 3  # its datasets have two modalities
+    return config
+
+
+def _linear_case():
+    config = linear_config.get_config("quick")
+    config.model.tensor_append = "middle"
+    return config
+
+
+CASES = {
+    "emap_table": (
+        emap_table,
+        _emap_table,
+        "model 'lr' on synthetic/xor: low_rank_tensor: rank must be a positive int, got 0",
+    ),
+    "fusion_zoo": (fusion_zoo, _fusion_zoo, "synthetic/additive: no modality x3"),
+    "pid": (pid, _pid, "model 'tensor' on synthetic/xor: tensor: append_one='middle'"),
+    "mro": (
+        mro,
+        _mro,
+        "the model on synthetic/additive: ResidualFusion: max_order must be in [1, M = 2], got 3",
+    ),
+    "linear_case": (
+        linear_case,
+        _linear_case,
+        "config.model.tensor_append: tensor: append_one='middle' is not one of",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_a_bad_setting_of_any_run_fails_before_the_previous_run_is_discarded(name, tmp_path):
+    trainer, make_config, message = CASES[name]
+    config = make_config()
+    config.resume = False  # would discard what the workdir holds
+    previous = {"trainer": name, "seed": 7}
+    (tmp_path / "config.json").write_text(json.dumps(previous))
+    (tmp_path / "results.json").write_text("{}")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        trainer.train_and_evaluate(config, str(tmp_path))
+    assert json.loads((tmp_path / "config.json").read_text()) == previous
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "results.json"]
+
+
+def _with(**changes):
+    config = quickstart.get_config("tiny")
+    for key, value in changes.items():
+        config[key] = value
+    return config
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        (
+            _with(datasets=[{"name": "synthetic/xor", "modalites": ("x1", "x2")}]),
+            "config.datasets: {'name': 'synthetic/xor', 'modalites': ('x1', 'x2')} has unknown "
+            "key(s) modalites; keys: name, options, modalities, label, standardize",
+        ),
+        (
+            _with(datasets=[{"name": "synthetic/xor"}, {"name": "synthetic/xor"}]),
+            "config.datasets: 'synthetic/xor' names more than one entry; give each a 'label'",
+        ),
+        (
+            _with(extra_models=[{"name": "additive", "kind": "raw", "fusion": "additive"}]),
+            "config.extra_models: 'additive' names more than one entry; give each a 'name'",
+        ),
+        (
+            _with(extra_models=[{"name": "gated", "fusion": "gated"}]),
+            "config.extra_models: {'name': 'gated', 'fusion': 'gated'} has no 'kind'",
+        ),
+    ],
+    ids=["unknown key", "same label", "built-in row name", "no kind"],
+)
+def test_table_entries_are_checked_by_name(config, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        emap_table.check_config(config)
+
+
+def test_zoo_options_of_an_operator_it_does_not_know_are_refused():
+    config = zoo_config.get_config("quick")
+    config.model.fusion_options.tensr = {"append_one": "first"}
+    with pytest.raises(ValueError, match="fusion_options: tensr is no fusion operator"):
+        fusion_zoo.train_and_evaluate(config, "/nonexistent/never-written")
+
+
+def test_linear_case_refuses_a_repeated_dataset_seed():
+    config = linear_config.get_config("quick")
+    config.data.seeds = (0, 1, 0)
+    with pytest.raises(ValueError, match=r"seed is listed more than once in \(0, 1, 0\)"):
+        linear_case.train_and_evaluate(config, "/nonexistent/never-written")
