@@ -73,7 +73,11 @@ def check_modalities(
 
     Args:
       xs: M arrays; modality m is ``[*batch, d_m]`` (rank 1) or ``[*batch, T_m, d_m]``
-        (rank 2), where ``batch`` are the leading dims every modality shares.
+        (rank 2), where ``batch`` are the leading dims every modality shares. A rank-1
+        modality may also be ``[*batch, T, d_m]`` next to a rank-2 one ``[*batch, T,
+        d_m']``: per-step inputs beside a sequence encoder that keeps its steps
+        (``SequenceEncoder(pool="none")``); whether the encodings agree is the fusion's
+        check.
       specs: ``(d_m, rank_m)`` per modality; ``None`` entries are not checked.
       name: the model's name, used in error messages.
 
@@ -96,13 +100,13 @@ def check_modalities(
             )
         arrays.append(x)
     known = [
-        (m, x.shape[: x.ndim - r])
+        (m, x.shape[: x.ndim - r], {x.shape[: x.ndim - k] for k in range(1, r + 1)})
         for m, (x, (_, r)) in enumerate(zip(arrays, specs, strict=True))
         if r
     ]
-    for m, batch in known[1:]:
-        m0, batch0 = known[0]
-        if batch != batch0:
+    for m, batch, leading in known[1:]:
+        m0, batch0, leading0 = known[0]
+        if not leading & leading0:  # no reading of the leading dims that both share
             raise ValueError(
                 f"{name}: modality {m} has batch dims {batch} (shape {arrays[m].shape}) but "
                 f"modality {m0} has {batch0} (shape {arrays[m0].shape})"

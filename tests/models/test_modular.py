@@ -111,6 +111,21 @@ def test_masks_reach_the_encoders():
         model((x, v), masks=(None, jnp.ones((B,), bool)))
 
 
+def test_per_step_fusion_beside_a_sequence_encoder_that_keeps_its_steps():
+    # MAG / RAVEN per word: the words as they are, the audio through a GRU over the words
+    rngs = nnx.Rngs(0)
+    gru = models.SequenceEncoder(3, 4, pool="none", rngs=rngs)
+    model = models.FusionModel([None, gru], fusion.create("modality_shift", (8, 4), 8, rngs=rngs))
+    words, audio = normal(0, (B, 5, 8)), normal(1, (B, 5, 3))
+    out = jit_call(model, (words, audio))
+    assert out.shape == (B, 5, 8)
+    np.testing.assert_allclose(out, model.fuse((words, gru(audio))), rtol=1e-6)
+    with pytest.raises(ValueError, match=r"modality 1 has batch dims \(2,\) \(shape \(2, 5, 3\)\)"):
+        model((words, audio[:2]))
+    with pytest.raises(ValueError, match=r"modality 1 has batch dims \(4,\) \(shape \(4, 6, 3\)\)"):
+        model((words, normal(1, (B, 6, 3))))  # 6 steps beside 5 words
+
+
 def test_fusion_model_rejects_bad_inputs():
     model = fusion_mlp_tensor()
     a, b = vector_inputs()
