@@ -11,8 +11,8 @@ Expected on ``synthetic/xor`` (default): test accuracy ≈ 1.0 and an EMAP proje
 chance (≈ 0.5), since the label is a pure interaction of the two modalities; on
 ``synthetic/additive`` the projection keeps the model's accuracy.
 Overrides: any key below, e.g. ``--config.model.kind=late``, ``--config.train.num_steps=500``,
-every option of the chosen dataset under ``config.data.options`` (filled from
-``mmfuse.data.options``) and of the chosen operator under ``config.model.fusion_options``
+every option of the chosen dataset under ``config.data.options`` (unset: the dataset's
+default, ``mmfuse.data.options``) and of the chosen operator under ``config.model.fusion_options``
 (e.g. ``--config.model.fusion_options.estimator=reinforce`` for ``:hard_gated``);
 ``--config.data.standardize=True`` z-scores the inputs (the default for ``uci_mfeat``);
 ``--config.emap.num_samples=K`` asks for Monte-Carlo EMAP; ``--config.resume=False``
@@ -34,18 +34,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     config.data = ml_collections.ConfigDict()
     config.data.name = dataset or "synthetic/xor"
-    # Every option of the dataset, with its default, so that each can be overridden;
-    # options_from names the dataset whose defaults these are: after
-    # --config.data.name=<another> only the options changed from them are passed on.
-    # Typed as any literal: some options take several forms (uniqueness: one weight or
-    # one per modality); the dataset checks the values and names a bad one.
+    # Every option of the dataset, unset (None: the dataset's default, listed by
+    # mmfuse.data.options and in results.json's data_options), so that each can be set,
+    # also after --config.data.name=<another dataset> (which keeps that dataset's
+    # defaults). Typed as any literal: some options take several forms (uniqueness: one
+    # weight or one per modality); the dataset checks the values and names a bad one.
     config.data.options = ml_collections.ConfigDict(
         {
-            key: ml_collections.config_dict.FieldReference(value, field_type=object)
-            for key, value in data.options(config.data.name).items()
+            key: ml_collections.config_dict.FieldReference(None, field_type=object)
+            for key in data.options(config.data.name)
         }
     )
-    config.data.options_from = config.data.name
     config.data.data_dir = ml_collections.config_dict.placeholder(str)  # $TFDS_DATA_DIR
     config.data.modalities = ()  # a subset of the stored modalities; () keeps all
     # z-score each modality per feature with train-split statistics; unset: on for the

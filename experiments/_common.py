@@ -189,36 +189,40 @@ def standardized(task: Task, reference: str = "train") -> Task:
     return dataclasses.replace(task, splits=splits)
 
 
+def dataset_options(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
+    """The options of dataset ``cfg.name`` that a config's ``data`` section sets.
+
+    ``cfg.options`` entries left ``None`` keep the dataset's defaults; only options that
+    differ from those are returned (the defaults keep the dataset's preset cache).
+
+    Raises:
+      ValueError: an option set that dataset ``cfg.name`` does not have.
+    """
+    defaults = data.options(cfg.name)
+    set_here = {k: v for k, v in plain(cfg.get("options", {})).items() if v is not None}
+    foreign = sorted(set(set_here) - set(defaults))
+    if foreign:
+        raise ValueError(
+            f"config.data.options sets {', '.join(foreign)}, not options of {cfg.name} (its "
+            f"options: {', '.join(sorted(defaults)) or 'none'}); pick the dataset with the "
+            "config's variant (e.g. configs/supervised.py:tensor,digits_halves) to get its "
+            "options"
+        )
+    return {k: v for k, v in set_here.items() if v != defaults[k]}
+
+
 def task_from_config(cfg: ml_collections.ConfigDict, splits: Sequence[str]) -> Task:
     """``load_task`` from a config's ``data`` section (name, options, data_dir, modalities),
     ``standardized`` by the first of ``splits`` where ``cfg.standardize`` is set (unset:
     for the datasets in ``STANDARDIZED_BY_DEFAULT``).
 
-    ``cfg.options`` may hold every option of dataset ``cfg.options_from`` (default
-    ``cfg.name``) with its default (``mmfuse.data.options``), so that each can be
-    overridden on the command line; only those changed from those defaults are passed
-    on, and only if they also differ from ``cfg.name``'s (the defaults keep the
-    dataset's preset cache). So ``--config.data.name=<another dataset>`` gets that
-    dataset's own defaults, plus the options set on the command line.
+    ``cfg.options`` may list options unset (``None``: the dataset's default), so that a
+    command line can set each; those set are passed on (``dataset_options``).
     """
-    defaults = data.options(cfg.name)
-    options = plain(cfg.get("options", {}))
-    source = cfg.get("options_from") or cfg.name
-    filled = defaults if source == cfg.name else data.options(source)
-    set_here = {k: v for k, v in options.items() if k not in filled or v != filled[k]}
-    foreign = sorted(set(set_here) - set(defaults))
-    if foreign:
-        raise ValueError(
-            f"config.data.options has {', '.join(foreign)}, not options of {cfg.name} (its "
-            f"options: {', '.join(sorted(defaults)) or 'none'}); pick the dataset with the "
-            "config's variant (e.g. configs/supervised.py:tensor,digits_halves) to get its "
-            "options"
-        )
-    changed = {k: v for k, v in set_here.items() if v != defaults[k]}
     task = load_task(
         cfg.name,
         splits=splits,
-        options=changed,
+        options=dataset_options(cfg),
         data_dir=cfg.get("data_dir"),
         modalities=tuple(cfg.get("modalities", ()) or ()),
     )
@@ -313,6 +317,14 @@ def model_from_config(cfg: ml_collections.ConfigDict, task: Task, seed: int) -> 
     )
 
 
+def check_count(key: str, value: Any, minimum: int) -> None:
+    """Checks a config count: ``None`` (unset) or an int ``>= minimum``."""
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum
+    ):
+        raise ValueError(f"config.{key} must be an int >= {minimum}, got {value!r}")
+
+
 def check_model(build: Callable[[], nnx.Module], where: str) -> None:
     """Builds a model from shapes alone (``nnx.eval_shape``: no parameter is allocated).
 
@@ -363,6 +375,16 @@ def build_optimizer(
         raise ValueError(f"optim.name: unknown {name!r}; optimizers: {', '.join(OPTIMIZERS)}")
     if num_steps < 1:  # the schedules' length
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    # a negative rate or clipping norm would train by gradient ascent
+    if not (np.isfinite(learning_rate) and learning_rate > 0):
+        raise ValueError(f"optim.learning_rate must be finite and > 0, got {learning_rate!r}")
+    for key, value in (
+        ("clip_norm", clip_norm or 0.0),  # 0 or None: no clipping
+        ("weight_decay", weight_decay),
+        ("warmup_steps", warmup_steps),
+    ):
+        if not (np.isfinite(value) and value >= 0):
+            raise ValueError(f"optim.{key} must be finite and >= 0, got {value!r}")
     # a setting the chosen optimizer or schedule would ignore is a mistake, not a no-op
     if weight_decay and name != "adamw":
         raise ValueError(

@@ -129,6 +129,7 @@ def check_config(config) -> None:
     modalities, read from one training example.
     """
     _common.optimizer_from_config(config.optim, config.train.num_steps)
+    _common.check_count("emap_max_examples", config.emap_max_examples, 2)
     datasets = _common.plain(config.datasets)
     labels = _common.check_entries("config.datasets", datasets, DATASET_KEYS, label="label")
     rows = row_models(config)

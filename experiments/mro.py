@@ -94,6 +94,7 @@ def check_config(config) -> list[str]:
     every dataset (built from shapes alone) before the workdir is touched or anything
     is trained; the datasets' labels."""
     _common.optimizer_from_config(config.optim, config.train.num_steps)
+    _common.check_count("emap_max_examples", config.emap_max_examples, 2)
     datasets = _common.plain(config.datasets)
     labels = _common.check_entries("config.datasets", datasets, DATASET_KEYS, label="label")
     for dataset, label in zip(datasets, labels, strict=True):

@@ -24,6 +24,9 @@ def run_config(config: ml_collections.ConfigDict):
             f"supervised trains on train, picks its best step on validation and reports "
             f"test, but {config.data.name} has only {', '.join(has)}"
         )
+    if config.emap.enabled:  # EMAP runs after training: its settings are checked first
+        _common.check_count("emap.max_examples", config.emap.max_examples, 2)
+        _common.check_count("emap.num_samples", config.emap.num_samples, 1)
     task = _common.task_from_config(config.data, needed)
     model = _common.model_from_config(config.model, task, config.seed)
     loss_fn, fit_kwargs = _common.fit_arguments(config, task, model, seed=config.seed)
@@ -46,6 +49,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         )
     results = {
         "dataset": task.name,
+        "data_options": {**data.options(task.name), **_common.dataset_options(config.data)},
         "model": _common.plain(config.model),
         "params": _common.count_params(result.model),
         "steps": result.step,

@@ -133,19 +133,20 @@ def _open(
     manual = root / "downloads" / "manual" if manual_dir is None else pathlib.Path(manual_dir)
     manual = manual.expanduser()
     preset = any(c.name == config.name for c in cls.BUILDER_CONFIGS)
-    source = tfds.data_source(
+    builder = tfds.builder(
         cls.name,
-        split=split,
         data_dir=os.fspath(root),
-        builder_kwargs={
-            "config": config.name if preset else config,
-            "file_format": "array_record",
-            "manual_dir": manual,
-        },
-        download_and_prepare_kwargs={
-            "download_config": tfds.download.DownloadConfig(manual_dir=os.fspath(manual))
-        },
+        config=config.name if preset else config,
+        file_format="array_record",
+        manual_dir=manual,
     )
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual))
+    )
+    # tfds fails obscurely on an empty slice ("train[:0]") or a reversed one ("train[5:2]")
+    if split is not None and builder.info.splits[split].num_examples <= 0:
+        raise ValueError(f"{name}: split {split!r} selects no examples")
+    source = builder.as_data_source(split=split)
     first = source if split is not None else next(iter(source.values()))
     view = cls.view(config.params, read, first.dataset_info.metadata)
     return source, view, cls.modalities(config.params, read)
@@ -201,8 +202,6 @@ def load(
         how to get it).
     """
     source, view, modalities = _open(name, split, data_dir, manual_dir, options)
-    if len(source) == 0:
-        raise ValueError(f"{name}: split {split!r} selects no examples")
     rows = [view(record) for record in source.__getitems__(list(range(len(source))))]
     return {key: np.stack([row[key] for row in rows]) for key in (*modalities, "label")}
 

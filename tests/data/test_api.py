@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import textwrap
@@ -62,6 +63,12 @@ def test_unknown_option_lists_the_valid_ones():
         ("synthetic/uniqueness", {"widths": (4, 4, 4)}, "uniqueness has 2 weights"),
         ("synthetic/additive", {"uniqueness": 0.0}, "all zero"),
         ("book_reviews", {"n": 2}, "n must be"),
+        (
+            "book_reviews",
+            {"noise": "x"},
+            "book_reviews: noise must be a finite number >= 0, got 'x'",
+        ),
+        ("book_reviews", {"noise": True}, "noise must be a finite number >= 0, got True"),
         ("uci_mfeat", {"views": ("fou", "pixels")}, "views must be"),
         ("cmu_mosi", {"label": "three_class"}, "label must be one of"),
     ],
@@ -90,6 +97,15 @@ def test_split_expressions(data_dir):
     test = data.load("synthetic/redundancy", "test", data_dir=data_dir, **SMALL)
     np.testing.assert_array_equal(head["x1"][:10], whole["x1"][:10])
     np.testing.assert_array_equal(head["x1"][10:], test["x1"][-5:])
+
+
+@pytest.mark.parametrize("split", ["train[:0]", "train[10:10]", "train[100%:]", "train[5:2]"])
+def test_a_split_expression_that_selects_nothing_is_named(split, data_dir):
+    message = rf"synthetic/redundancy: split '{re.escape(split)}' selects no examples"
+    with pytest.raises(ValueError, match=message):
+        data.load("synthetic/redundancy", split, data_dir=data_dir, **SMALL)
+    with pytest.raises(ValueError, match=message):
+        data.batches("synthetic/redundancy", split, batch_size=4, data_dir=data_dir, **SMALL)
 
 
 def test_seed_and_parameters_name_the_cache_folder(data_dir):

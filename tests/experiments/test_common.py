@@ -38,11 +38,18 @@ def test_a_mesh_larger_than_the_machine_is_a_clear_error():
         _fit_kwargs(shape=(64,))
 
 
-def test_every_dataset_option_is_in_the_config_and_only_changed_ones_are_passed(monkeypatch):
+def test_every_dataset_option_is_in_the_config_unset_and_only_changed_ones_are_passed(
+    monkeypatch,
+):
+    from mmfuse import data
+
     config = supervised.get_config("low_rank_tensor,synthetic/additive")
     assert config.model.fusion == "low_rank_tensor" and config.data.name == "synthetic/additive"
-    assert config.data.options.noise == 0.1 and tuple(config.data.options.widths) == (16, 16)
+    options = config.data.options.to_dict()
+    assert set(options) == set(data.options("synthetic/additive"))
+    assert all(v is None for v in options.values())  # None: the dataset's default
     config.data.options.noise = 0.3  # what --config.data.options.noise=0.3 does
+    config.data.options.seed = 0  # set, but to the default: the preset cache is kept
     seen = {}
     monkeypatch.setattr(_common, "load_task", lambda name, **kwargs: seen.update(kwargs))
     _common.task_from_config(config.data, ("train",))
@@ -54,7 +61,7 @@ def test_options_set_for_another_dataset_are_a_clear_error():
     config.data.name = "digits_halves"
     config.data.options.latent = "gaussian"
     config.data.options.noise = 0.5
-    with pytest.raises(ValueError, match=r"has latent, noise, not options of digits_halves"):
+    with pytest.raises(ValueError, match=r"sets latent, noise, not options of digits_halves"):
         _common.task_from_config(config.data, ("train",))
 
 
@@ -65,6 +72,9 @@ def test_options_set_for_another_dataset_are_a_clear_error():
         ("tensor", "synthetic/additive", {"noise": 0.3}, {"noise": 0.3}),
         ("tensor", "digits_halves", {}, {}),
         ("tensor,cmu_mosi", "cmu_mosi/binary", {}, {}),  # label stays the name's own
+        # xor's default latent, but set: synergy's default (gaussian) must not win
+        ("tensor", "synthetic/synergy", {"latent": "bits"}, {"latent": "bits"}),
+        ("tensor", "synthetic/synergy", {"latent": "gaussian"}, {}),
     ],
 )
 def test_another_dataset_name_gets_its_own_defaults(monkeypatch, variant, name, set_here, passed):
@@ -230,6 +240,44 @@ def test_an_optimizer_setting_that_would_be_ignored_is_an_error(settings, messag
     config.optim.update(settings)
     with pytest.raises(ValueError, match=message):
         _common.optimizer_from_config(config.optim, 100)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"learning_rate": -3e-3}, r"optim.learning_rate must be finite and > 0, got -0.003"),
+        ({"learning_rate": 0.0}, r"optim.learning_rate must be finite and > 0, got 0.0"),
+        ({"clip_norm": -1.0}, r"optim.clip_norm must be finite and >= 0, got -1.0"),
+        ({"clip_norm": float("nan")}, r"optim.clip_norm must be finite and >= 0, got nan"),
+        ({"name": "adamw", "weight_decay": -0.1}, r"optim.weight_decay must be .* got -0.1"),
+        (
+            {"schedule": "warmup_cosine", "warmup_steps": -5},
+            r"optim.warmup_steps must be finite and >= 0, got -5",
+        ),
+    ],
+)
+def test_an_optimizer_setting_that_would_train_by_gradient_ascent_is_an_error(settings, message):
+    config = supervised.get_config()
+    config.optim.update(settings)
+    with pytest.raises(ValueError, match=message):
+        _common.optimizer_from_config(config.optim, 100)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("max_examples", 1, r"config.emap.max_examples must be an int >= 2, got 1"),
+        ("num_samples", 0, r"config.emap.num_samples must be an int >= 1, got 0"),
+    ],
+)
+def test_emap_settings_are_checked_before_training(key, value, message, tmp_path):
+    from experiments import supervised as trainer
+
+    config = supervised.get_config()
+    config.emap[key] = value
+    with pytest.raises(ValueError, match=message):
+        trainer.train_and_evaluate(config, str(tmp_path))
+    assert not any(tmp_path.iterdir())  # nothing trained, nothing written
 
 
 def test_weight_decay_and_warmup_take_effect_where_they_apply():

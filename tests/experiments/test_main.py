@@ -153,5 +153,6 @@ def test_sigkill_after_the_first_checkpoint_then_resume_gives_identical_results(
     assert json.loads((killed / "results.json").read_text()) == expected
     assert expected["test"]["accuracy"] > 0.9  # xor is solved by low-rank fusion
     assert expected["emap"]["projected"] < 0.65  # and needs the interaction
+    assert expected["data_options"]["latent"] == "bits"  # the values used, defaults too
     for name in ("config.json", "metrics.jsonl", "plots/learning_curves.png", "plots/emap.png"):
         assert (killed / name).exists(), name

@@ -29,6 +29,7 @@ References:
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -100,9 +101,15 @@ class BookReviews(ArrayBuilder):
                     f"book_reviews: {key} must be an integer >= {minimum}, got {value!r}"
                 )
             params[key] = int(value)
-        params["noise"] = float(params["noise"])
-        if not params["noise"] >= 0 or not np.isfinite(params["noise"]):
-            raise ValueError(f"book_reviews: noise must be finite and >= 0, got {params['noise']}")
+        noise = params["noise"]
+        if (
+            isinstance(noise, bool)
+            or not isinstance(noise, numbers.Real)
+            or not noise >= 0
+            or not np.isfinite(noise)
+        ):
+            raise ValueError(f"book_reviews: noise must be a finite number >= 0, got {noise!r}")
+        params["noise"] = float(noise)
         return params
 
     @classmethod
