@@ -9,7 +9,9 @@ program owns a block of rows ``i``, walks over the columns ``j`` in tiles, and f
 each row adds ``u_i`` to the tile's ``v_j``, applies the activation and multiplies by
 the next weight, layer after layer, writing only the ``C`` outputs' row sums and
 column sums. Each program's column sums are summed afterwards, in a fixed order, so
-results are deterministic.
+results are deterministic; they take ``programs · N · max(C, 16)`` floats of device
+memory, so the number of programs is bounded (``MAX_PROGRAMS``): the memory stays
+O(N · C), never that of the N² grid.
 
 Every in-kernel array has power-of-two sides (Triton's requirement): the widths are
 zero-padded, which changes nothing (a padded unit is ``act(0)`` times a zero row of
@@ -40,6 +42,9 @@ DEFAULT_NUM_WARPS = 8
 DEFAULT_HIDDEN_CHUNK = 64
 # Programs to aim for when choosing rows per program: a few per SM of a large GPU.
 TARGET_PROGRAMS = 256
+# Each program stores its own [N, C] column sums: more programs than this would make
+# them a sizeable fraction of the N² grid the pass exists to avoid.
+MAX_PROGRAMS = 1024
 # Triton's dot needs every side to be at least 16.
 MIN_DOT_SIDE = 16
 
@@ -209,6 +214,15 @@ def fused_pair_sums(
         raise ValueError(
             f"emap_model: block_size (rows per program) must be a multiple of "
             f"rows_per_step={rows_per_step}, got {block_rows}"
+        )
+    elif -(-num_rows // block_rows) > MAX_PROGRAMS:
+        least = -(-num_rows // MAX_PROGRAMS)
+        least = -(-least // rows_per_step) * rows_per_step
+        raise ValueError(
+            f"emap_model: block_size={block_rows} (rows per program) gives "
+            f"{-(-num_rows // block_rows)} programs for N = {num_rows}, each storing its "
+            f"[N, C] column sums; the Pallas kernel takes at most {MAX_PROGRAMS}: "
+            f"block_size >= {least}, or None for the default"
         )
     if interpret is None:
         interpret = jax.default_backend() != "gpu"

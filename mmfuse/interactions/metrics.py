@@ -16,7 +16,7 @@ def _outputs(
 ) -> tuple[np.ndarray, np.ndarray]:
     outputs = np.asarray(outputs, dtype=np.float64)
     labels = np.asarray(labels)
-    if outputs.ndim == 0 or outputs.shape[0] != labels.shape[0]:
+    if outputs.ndim == 0 or labels.ndim == 0 or outputs.shape[0] != labels.shape[0]:
         raise ValueError(
             f"{name}: outputs {outputs.shape} and labels {labels.shape} must share their "
             "leading size N"

@@ -246,6 +246,16 @@ def test_errors_name_the_problem():
         interactions.emap_model(model, sequences, kernel="pallas")
     with pytest.raises(ValueError, match="multiple of rows_per_step=2, got 3"):
         interactions.emap_model(model, xs, kernel="pallas", block_size=3)
+    # each program stores [N, C] column sums: too many programs would rival the N² grid
+    many = (
+        jax.ShapeDtypeStruct((2050, 7), jnp.float32),
+        jax.ShapeDtypeStruct((2050, 3), jnp.float32),
+    )
+    message = r"block_size=2 .* gives 1025 programs for N = 2050.* at most 1024: block_size >= 4"
+    with pytest.raises(ValueError, match=message):
+        jax.eval_shape(
+            lambda *xs: interactions.emap_model(model, xs, kernel="pallas", block_size=2), *many
+        )
     with pytest.raises(ValueError, match="block_cols must be a power of two, got 24"):
         interactions.emap_model(model, xs, kernel="pallas", kernel_options={"block_cols": 24})
     with pytest.raises(ValueError, match="hidden_chunk must be a power of two, got 48"):

@@ -40,6 +40,13 @@ def test_auc_extremes_and_errors():
         metrics.auc(np.zeros((4, 3)), labels)
 
 
+@pytest.mark.parametrize("name", ["accuracy", "auc", "mse"])
+def test_scalar_labels_are_named_not_indexed(name):
+    message = rf"{name}: outputs \(3,\) and labels \(\) must share their leading size N"
+    with pytest.raises(ValueError, match=message):
+        getattr(metrics, name)(np.ones(3), np.array(1))
+
+
 @pytest.mark.parametrize("name", ["accuracy", "auc"])
 def test_non_finite_outputs_are_an_error_not_a_prediction(name):
     outputs, labels = np.array([1.0, np.nan, 2.0, 3.0]), np.array([0, 1, 0, 1])
