@@ -165,6 +165,11 @@ def fit(
         raise ValueError(f"monitor={monitor!r} needs an evaluate function")
     if evaluate is not None and eval_data is None:
         raise ValueError("evaluate needs eval_data")
+    if patience is not None and (monitor is None or patience < 1):
+        # 0 would act as 1 (a run stops at its first evaluation without improvement)
+        raise ValueError(
+            f"patience={patience} needs a monitor and must be >= 1 (None: never stop early)"
+        )
     sizes = {key: np.shape(value)[0] for key, value in train_data.items()}
     if len(set(sizes.values())) != 1:
         raise ValueError(f"train_data arrays must share their first dimension, got {sizes}")

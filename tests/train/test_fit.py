@@ -143,6 +143,10 @@ def test_bad_arguments_name_the_problem(tmp_path):
     data["label"] = data["label"][:10]
     with pytest.raises(ValueError, match="share their first dimension"):
         run(None, data=data)
+    with pytest.raises(ValueError, match=r"patience=0 needs a monitor and must be >= 1"):
+        run(None, patience=0)
+    with pytest.raises(ValueError, match=r"patience=2 needs a monitor"):
+        run(None, monitor=None, patience=2)
 
 
 def test_restoring_a_missing_checkpoint_is_a_clear_error(tmp_path):
