@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import pathlib
 import statistics
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -33,6 +34,8 @@ from flax import nnx
 
 from experiments import _common, _plots
 from mmfuse import models, train
+
+DATASET_KEYS = ("name", "modalities", "label")
 
 
 def objective(task: _common.Task, penalty: float):
@@ -65,9 +68,6 @@ def objective(task: _common.Task, penalty: float):
     return loss_fn, evaluate
 
 
-DATASET_KEYS = ("name", "modalities", "label")
-
-
 def build_model(config, task: _common.Task, seed: int) -> models.ResidualFusion:
     return models.ResidualFusion(
         tuple(s[-1] for s in task.shapes()),
@@ -79,7 +79,9 @@ def build_model(config, task: _common.Task, seed: int) -> models.ResidualFusion:
     )
 
 
-def load_dataset(config, dataset: dict[str, Any], splits=("train", "validation", "test")):
+def load_dataset(
+    config, dataset: dict[str, Any], splits: Sequence[str] = ("train", "validation", "test")
+) -> _common.Task:
     """The task of one ``config.datasets`` entry (``name``, optionally ``modalities``)."""
     return _common.load_task(
         dataset["name"],
