@@ -97,7 +97,7 @@ def parse_model(spec: str) -> Model:
     return Model(spec, kind or "intermediate", name)
 
 
-def _unique(kind: str, specs: Any) -> list[str]:
+def unique_specs(kind: str, specs: Any) -> list[str]:
     specs = list(specs)
     repeated = sorted({s for s in specs if specs.count(s) > 1})
     if repeated:
@@ -320,9 +320,9 @@ def tables(
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains the zoo (skipping finished runs); returns (and writes) the aggregate."""
     workdir = pathlib.Path(workdir)
-    datasets = [parse_dataset(s) for s in _unique("datasets", config.datasets)]
-    models = [parse_model(s) for s in _unique("models", config.models)]
-    seeds = [int(s) for s in _unique("seeds", config.seeds)]
+    datasets = [parse_dataset(s) for s in unique_specs("datasets", config.datasets)]
+    models = [parse_model(s) for s in unique_specs("models", config.models)]
+    seeds = [int(s) for s in unique_specs("seeds", config.seeds)]
     check_runs(config, probe(config, datasets), models)
     train.prepare_workdir(
         workdir,

@@ -66,8 +66,10 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     the zoo workdir (if set), two modalities each, and the zoo's checks of every run."""
     if config.get("zoo_workdir"):
         check_zoo_workdir(config)
-    datasets = [fusion_zoo.parse_dataset(s) for s in config.datasets]
-    models = [fusion_zoo.parse_model(m) for m in config.models]
+    datasets = [
+        fusion_zoo.parse_dataset(s) for s in fusion_zoo.unique_specs("datasets", config.datasets)
+    ]
+    models = [fusion_zoo.parse_model(m) for m in fusion_zoo.unique_specs("models", config.models)]
     probes = fusion_zoo.probe(config, datasets)
     for dataset, task in zip(datasets, probes, strict=True):
         modalities = task.modalities

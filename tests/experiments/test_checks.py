@@ -124,6 +124,13 @@ def test_zoo_options_of_an_operator_it_does_not_know_are_refused():
         fusion_zoo.train_and_evaluate(config, "/nonexistent/never-written")
 
 
+def test_pid_refuses_a_dataset_listed_twice():
+    config = pid_config.get_config("tiny")
+    config.datasets = ["synthetic/xor", "synthetic/xor"]
+    with pytest.raises(ValueError, match=r"config.datasets: listed more than once: synthetic/xor"):
+        pid.train_and_evaluate(config, "/nonexistent/never-written")
+
+
 def test_linear_case_refuses_a_repeated_dataset_seed():
     config = linear_config.get_config("quick")
     config.data.seeds = (0, 1, 0)
