@@ -215,14 +215,14 @@ def fused_pair_sums(
             f"emap_model: block_size (rows per program) must be a multiple of "
             f"rows_per_step={rows_per_step}, got {block_rows}"
         )
-    elif -(-num_rows // block_rows) > MAX_PROGRAMS:
+    elif (programs := -(-num_rows // block_rows)) > MAX_PROGRAMS:
         least = -(-num_rows // MAX_PROGRAMS)
         least = -(-least // rows_per_step) * rows_per_step
         raise ValueError(
-            f"emap_model: block_size={block_rows} (rows per program) gives "
-            f"{-(-num_rows // block_rows)} programs for N = {num_rows}, each storing its "
-            f"[N, C] column sums; the Pallas kernel takes at most {MAX_PROGRAMS}: "
-            f"block_size >= {least}, or None for the default"
+            f"emap_model: block_size={block_rows} (rows per program) gives {programs} "
+            f"programs for N = {num_rows}, each storing its [N, C] column sums; the Pallas "
+            f"kernel takes at most {MAX_PROGRAMS}: block_size >= {least}, or None for the "
+            "default"
         )
     if interpret is None:
         interpret = jax.default_backend() != "gpu"
