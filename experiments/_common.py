@@ -494,39 +494,61 @@ def fit_arguments(
     """``(loss_fn, fit_kwargs)`` of ``mmfuse.train.fit`` for ``model`` on ``task``:
     ``train.fit(model, loss_fn, train_data=..., workdir=..., **fit_kwargs)``.
 
-    Reads the config's ``optim`` and ``train`` sections (num_steps, batch_size,
-    eval_every, checkpoint_every, log_every, patience) and, if present, ``mesh``
-    (``shape``, ``axes``, ``param_axis``: train on a device mesh; an empty shape trains
-    on the default device); ``fit_kwargs`` holds every argument but the training
-    data and the workdir, the optimizer included. ``objective`` replaces ``make_objective``'s
-    ``(loss_fn, evaluate)``.
+    Reads the config's ``optim`` section and its ``fit_settings``; ``fit_kwargs`` holds
+    every argument but the training data and the workdir, the optimizer included, all
+    checked against ``task``'s training split. ``objective`` replaces
+    ``make_objective``'s ``(loss_fn, evaluate)``.
     """
-    steps = config.train.num_steps
+    optimizer = optimizer_from_config(config.optim, config.train.num_steps)
+    num_examples = len(next(iter(task.splits["train"].values())))
     loss_fn, evaluate = objective or make_objective(task, is_stochastic(model))
     monitor, mode = monitor_for(task)
     fit_kwargs = dict(
-        optimizer=optimizer_from_config(config.optim, steps),
-        num_steps=steps,
-        batch_size=config.train.batch_size,
+        fit_settings(config, num_examples=num_examples),
+        optimizer=optimizer,
         seed=seed,
         evaluate=evaluate,
         eval_data=task.splits["validation"],
-        eval_every=config.train.eval_every,
         monitor=monitor,
         mode=mode,
-        patience=config.train.get("patience"),
+    )
+    return loss_fn, fit_kwargs
+
+
+def fit_settings(
+    config: ml_collections.ConfigDict, num_examples: int | None = None
+) -> dict[str, Any]:
+    """``mmfuse.train.fit``'s step counts, batch size and device mesh, checked.
+
+    Reads the config's ``train`` section (num_steps, batch_size, eval_every,
+    checkpoint_every, log_every, patience) and, if present, ``mesh`` (``shape``,
+    ``axes``, ``param_axis``: train on a device mesh; an empty shape trains on the
+    default device). ``num_examples``: the training split's size, if known.
+    """
+    settings = dict(
+        num_steps=config.train.num_steps,
+        batch_size=config.train.batch_size,
+        eval_every=config.train.eval_every,
         checkpoint_every=config.train.checkpoint_every,
         log_every=config.train.log_every,
+        patience=config.train.get("patience"),
     )
     mesh = config.get("mesh")
     if mesh is not None and tuple(mesh.shape):
         axes = tuple(mesh.axes)
-        fit_kwargs.update(
+        settings.update(
             mesh=train.make_mesh(tuple(mesh.shape), axes),
             data_axis=axes[0],
             param_axis=mesh.get("param_axis"),
         )
-    return loss_fn, fit_kwargs
+    train.check_fit_settings(**settings, num_examples=num_examples)
+    return settings
+
+
+def check_training(config: ml_collections.ConfigDict) -> None:
+    """Refuses a config whose optimizer or ``fit`` settings cannot work (no data needed)."""
+    optimizer_from_config(config.optim, config.train.num_steps)
+    fit_settings(config)
 
 
 def open_run(

@@ -125,10 +125,10 @@ def check_config(config) -> None:
 
     Every ``config.datasets`` and ``config.extra_models`` entry holds known keys and a
     name of its own (an extra row's differs from the built-in rows' too), the optimizer
-    builds, and every row's model builds (from shapes alone) on every dataset's
-    modalities, read from one training example.
+    and the train settings work, and every row's model builds (from shapes alone) on
+    every dataset's modalities, read from one training example.
     """
-    _common.optimizer_from_config(config.optim, config.train.num_steps)
+    _common.check_training(config)
     _common.check_count("emap_max_examples", config.emap_max_examples, 2)
     datasets = _common.plain(config.datasets)
     labels = _common.check_entries("config.datasets", datasets, DATASET_KEYS, label="label")

@@ -151,10 +151,11 @@ def check_runs(
 ) -> None:
     """Checks every run before the workdir is touched or anything is trained.
 
-    The optimizer builds, ``config.model.fusion_options`` names operators only, and every
-    model builds (from shapes alone) on every dataset (its ``probe``).
+    The optimizer and the train settings work, ``config.model.fusion_options`` names
+    operators only, and every model builds (from shapes alone) on every dataset (its
+    ``probe``).
     """
-    _common.optimizer_from_config(config.optim, config.train.num_steps)
+    _common.check_training(config)
     unknown = sorted(set(config.model.fusion_options) - set(fusion.names()))
     if unknown:
         raise ValueError(

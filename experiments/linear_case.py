@@ -271,9 +271,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         schedule=config.optim.schedule,
         clip_norm=config.optim.get("clip_norm"),
     )
-    # the datasets and the tensor operator's option are checked before the workdir is
-    # touched, so that a bad config run with resume=False leaves the previous run in place
+    # the datasets, the train settings and the tensor operator's option are checked before
+    # the workdir is touched, so that a bad config run with resume=False leaves the
+    # previous run in place
     datasets = {seed: _load(config.data, seed) for seed in seeds}
+    for _, _, y in datasets.values():  # full-batch fits
+        train.check_fit_settings(
+            num_steps=steps,
+            batch_size=len(y),
+            log_every=config.train.log_every,
+            checkpoint_every=config.train.checkpoint_every,
+        )
     append = config.model.tensor_append
     _common.check_model(
         lambda: fusion.create("tensor", (1, 1), 1, rngs=nnx.Rngs(0), append_one=append),

@@ -92,10 +92,10 @@ def load_dataset(
 
 
 def check_config(config) -> list[str]:
-    """Checks the datasets (known keys, a label each), the optimizer and the model on
-    every dataset (built from shapes alone) before the workdir is touched or anything
-    is trained; the datasets' labels."""
-    _common.optimizer_from_config(config.optim, config.train.num_steps)
+    """Checks the datasets (known keys, a label each), the optimizer, the train settings
+    and the model on every dataset (built from shapes alone) before the workdir is
+    touched or anything is trained; the datasets' labels."""
+    _common.check_training(config)
     _common.check_count("emap_max_examples", config.emap_max_examples, 2)
     datasets = _common.plain(config.datasets)
     labels = _common.check_entries("config.datasets", datasets, DATASET_KEYS, label="label")

@@ -4,6 +4,7 @@ Not imported by ``import mmfuse`` (it needs orbax); trainers import ``mmfuse.tra
 
 - ``fit``: one jitted train step with donated state, periodic evaluation, early
   stopping, a progress bar, and exact resume from the newest checkpoint;
+  ``check_fit_settings`` refuses its bad settings before anything is prepared;
 - ``make_mesh`` / ``state_shardings``: training on a device mesh (``fit(..., mesh=)``);
 - ``EpochSampler``: seeded batches whose order is a function of the step alone;
 - ``Checkpointer``: orbax checkpoints of ``(state, meta)`` (the only orbax import);
@@ -12,7 +13,7 @@ Not imported by ``import mmfuse`` (it needs orbax); trainers import ``mmfuse.tra
 """
 
 from mmfuse.train.checkpoint import Checkpointer
-from mmfuse.train.loop import FitResult, NonFiniteLossError, fit
+from mmfuse.train.loop import FitResult, NonFiniteLossError, check_fit_settings, fit
 from mmfuse.train.metrics import MetricWriter, read_metrics
 from mmfuse.train.sampler import EpochSampler
 from mmfuse.train.sharding import make_mesh, state_shardings
@@ -25,6 +26,7 @@ __all__ = [
     "MetricWriter",
     "NonFiniteLossError",
     "WorkdirConflictError",
+    "check_fit_settings",
     "fit",
     "make_mesh",
     "prepare_workdir",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import numbers
 import os
 import pathlib
 import statistics
@@ -77,6 +78,60 @@ class FitResult:
 
 def _tree_where(condition: jax.Array, new: Any, old: Any) -> Any:
     return jax.tree.map(lambda a, b: jnp.where(condition, a, b), new, old)
+
+
+def _is_count(value: Any) -> bool:
+    """An integer >= 1 (numpy's included; ``True`` is not a count)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
+
+
+def check_fit_settings(
+    *,
+    num_steps: int,
+    batch_size: int,
+    num_examples: int | None = None,
+    eval_every: int | None = None,
+    checkpoint_every: int | None = None,
+    log_every: int = 100,
+    patience: int | None = None,
+    mode: str = "min",
+    mesh: jax.sharding.Mesh | None = None,
+    data_axis: str = "data",
+    param_axis: str | None = None,
+) -> None:
+    """Raises ``ValueError`` naming the first of ``fit``'s settings that cannot work.
+
+    ``fit`` calls it before it reads a checkpoint; call it first to refuse a bad run
+    before anything (a workdir, a dataset) is prepared. The arguments are ``fit``'s,
+    with ``num_examples`` the size of the training split if known.
+    """
+    if not _is_count(num_steps):
+        raise ValueError(f"num_steps must be an integer >= 1, got {num_steps!r}")
+    if not _is_count(batch_size):
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if num_examples is not None and batch_size > num_examples:
+        raise ValueError(
+            f"batch_size {batch_size} is larger than the training split ({num_examples} examples)"
+        )
+    if mode not in ("min", "max"):
+        raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+    for name, value in (
+        ("eval_every", eval_every),
+        ("checkpoint_every", checkpoint_every),
+        ("log_every", log_every),
+        ("patience", patience),  # 0 would act as 1: a stop at the first evaluation
+    ):
+        if value is not None and not _is_count(value):
+            raise ValueError(f"{name} must be an integer >= 1 or None, got {value!r}")
+    if mesh is not None:
+        for name, axis in (("data_axis", data_axis), ("param_axis", param_axis)):
+            if axis is not None and axis not in mesh.axis_names:
+                raise ValueError(f"{name} {axis!r} is not a mesh axis {mesh.axis_names}")
+        if batch_size % mesh.shape[data_axis]:
+            raise ValueError(
+                f"batch_size {batch_size} is not divisible by the {mesh.shape[data_axis]} "
+                f"devices of mesh axis {data_axis!r}"
+            )
 
 
 def fit(
@@ -157,31 +212,30 @@ def fit(
     Returns:
       A ``FitResult``.
     """
-    if num_steps < 1:
-        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
-    if mode not in ("min", "max"):
-        raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+    sizes = {key: np.shape(value)[0] for key, value in train_data.items()}
+    if len(set(sizes.values())) != 1:
+        raise ValueError(f"train_data arrays must share their first dimension, got {sizes}")
+    check_fit_settings(
+        num_steps=num_steps,
+        batch_size=batch_size,
+        num_examples=next(iter(sizes.values()), None),
+        eval_every=eval_every,
+        checkpoint_every=checkpoint_every,
+        log_every=log_every,
+        patience=patience,
+        mode=mode,
+        mesh=mesh,
+        data_axis=data_axis,
+        param_axis=param_axis,
+    )
     if monitor is not None and evaluate is None:
         raise ValueError(f"monitor={monitor!r} needs an evaluate function")
     if evaluate is not None and eval_data is None:
         raise ValueError("evaluate needs eval_data")
-    if patience is not None and (monitor is None or patience < 1):
-        # 0 would act as 1 (a run stops at its first evaluation without improvement)
-        raise ValueError(
-            f"patience={patience} needs a monitor and must be >= 1 (None: never stop early)"
-        )
-    sizes = {key: np.shape(value)[0] for key, value in train_data.items()}
-    if len(set(sizes.values())) != 1:
-        raise ValueError(f"train_data arrays must share their first dimension, got {sizes}")
+    if patience is not None and monitor is None:
+        raise ValueError(f"patience={patience} needs a monitor (None: never stop early)")
     eval_every = num_steps if eval_every is None else eval_every
     checkpoint_every = eval_every if checkpoint_every is None else checkpoint_every
-    for name, value in (
-        ("eval_every", eval_every),
-        ("checkpoint_every", checkpoint_every),
-        ("log_every", log_every),
-    ):
-        if value < 1:
-            raise ValueError(f"{name} must be >= 1, got {value}")
     sign = 1.0 if mode == "min" else -1.0
 
     sampler = EpochSampler(next(iter(sizes.values())), batch_size, seed)
@@ -232,11 +286,6 @@ def fit(
         new_state = init_state
         place_batch = dict
     else:
-        if batch_size % mesh.shape[data_axis]:
-            raise ValueError(
-                f"batch_size {batch_size} is not divisible by the {mesh.shape[data_axis]} "
-                f"devices of mesh axis {data_axis!r}"
-            )
         shardings = state_shardings(abstract_state, mesh, param_axis=param_axis)
         batches = batch_sharding(mesh, data_axis)
         jit_step = jax.jit(

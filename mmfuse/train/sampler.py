@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping
 
 import numpy as np
@@ -25,7 +26,8 @@ class EpochSampler:
     """
 
     def __init__(self, num_examples: int, batch_size: int, seed: int):
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        integral = isinstance(batch_size, numbers.Integral) and not isinstance(batch_size, bool)
+        if not integral or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if batch_size > num_examples:
             raise ValueError(
@@ -33,7 +35,7 @@ class EpochSampler:
                 "examples)"
             )
         self.num_examples = num_examples
-        self.batch_size = batch_size
+        self.batch_size = int(batch_size)
         self.seed = seed
         self.steps_per_epoch = num_examples // batch_size
         self._cached: tuple[int, np.ndarray] | None = None

@@ -10,7 +10,8 @@ from configs import linear_case as linear_config
 from configs import mro as mro_config
 from configs import pid as pid_config
 from configs import quickstart
-from experiments import emap_table, fusion_zoo, linear_case, mro, pid
+from configs import supervised as supervised_config
+from experiments import emap_table, fusion_zoo, linear_case, mro, pid, supervised
 
 
 def _emap_table():
@@ -68,10 +69,7 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("name", CASES)
-def test_a_bad_setting_of_any_run_fails_before_the_previous_run_is_discarded(name, tmp_path):
-    trainer, make_config, message = CASES[name]
-    config = make_config()
+def _refused_before_the_previous_run_is_discarded(name, trainer, config, message, tmp_path):
     config.resume = False  # would discard what the workdir holds
     previous = {"trainer": name, "seed": 7}
     (tmp_path / "config.json").write_text(json.dumps(previous))
@@ -80,6 +78,32 @@ def test_a_bad_setting_of_any_run_fails_before_the_previous_run_is_discarded(nam
         trainer.train_and_evaluate(config, str(tmp_path))
     assert json.loads((tmp_path / "config.json").read_text()) == previous
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "results.json"]
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_a_bad_setting_of_any_run_fails_before_the_previous_run_is_discarded(name, tmp_path):
+    trainer, make_config, message = CASES[name]
+    _refused_before_the_previous_run_is_discarded(name, trainer, make_config(), message, tmp_path)
+
+
+TRAINERS = {
+    "supervised": (supervised, supervised_config.get_config),
+    "emap_table": (emap_table, lambda: quickstart.get_config("tiny")),
+    "fusion_zoo": (fusion_zoo, lambda: zoo_config.get_config("quick")),
+    "pid": (pid, lambda: pid_config.get_config("tiny")),
+    "mro": (mro, lambda: mro_config.get_config("tiny")),
+    "linear_case": (linear_case, lambda: linear_config.get_config("quick")),
+}
+
+
+@pytest.mark.parametrize("name", TRAINERS)
+def test_a_train_loop_setting_is_checked_before_the_previous_run_is_discarded(name, tmp_path):
+    # found by the train loop's own checks, which every trainer runs before the workdir
+    trainer, make_config = TRAINERS[name]
+    config = make_config()
+    config.train.checkpoint_every = 0
+    message = "checkpoint_every must be an integer >= 1 or None, got 0"
+    _refused_before_the_previous_run_is_discarded(name, trainer, config, message, tmp_path)
 
 
 def _with(**changes):

@@ -13,14 +13,23 @@ from mmfuse import fusion, models
 from tests.experiments.standardize_checks import assert_standardized, toy_task
 from tests.jaxprs import dot_generals, operand_dtypes
 
-TASK = _common.Task("toy", ("a", "b"), {"validation": {}}, num_classes=2)
+
+def _toy_task(num_train=200):
+    splits = {"train": {"label": np.zeros(num_train, np.int32)}, "validation": {}}
+    return _common.Task("toy", ("a", "b"), splits, num_classes=2)
 
 
-def _fit_kwargs(**mesh):
+def _fit_kwargs(task=None, **mesh):
     config = supervised.get_config()
     config.mesh.update(mesh)
     model = models.MLP(3, (), 2, rngs=nnx.Rngs(0))
-    return _common.fit_arguments(config, TASK, model, seed=0)[1]
+    return _common.fit_arguments(config, task or _toy_task(), model, seed=0)[1]
+
+
+def test_fit_arguments_are_checked_against_the_training_split():
+    assert _fit_kwargs(_toy_task(128))["batch_size"] == 128  # supervised.py's batch
+    with pytest.raises(ValueError, match=r"batch_size 128 is larger than the training split"):
+        _fit_kwargs(_toy_task(100))
 
 
 def test_an_empty_mesh_shape_trains_on_the_default_device():

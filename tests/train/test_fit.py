@@ -10,7 +10,15 @@ import pytest
 from flax import nnx
 
 from mmfuse import models
-from mmfuse.train import Checkpointer, EpochSampler, NonFiniteLossError, fit, read_metrics
+from mmfuse.train import (
+    Checkpointer,
+    EpochSampler,
+    NonFiniteLossError,
+    check_fit_settings,
+    fit,
+    make_mesh,
+    read_metrics,
+)
 
 N, D = 96, 3
 
@@ -143,10 +151,36 @@ def test_bad_arguments_name_the_problem(tmp_path):
     data["label"] = data["label"][:10]
     with pytest.raises(ValueError, match="share their first dimension"):
         run(None, data=data)
-    with pytest.raises(ValueError, match=r"patience=0 needs a monitor and must be >= 1"):
+    with pytest.raises(ValueError, match=r"patience must be an integer >= 1 or None, got 0"):
         run(None, patience=0)
     with pytest.raises(ValueError, match=r"patience=2 needs a monitor"):
         run(None, monitor=None, patience=2)
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"num_steps": 0}, "num_steps must be an integer >= 1, got 0"),
+        ({"num_steps": 2.5}, "num_steps must be an integer >= 1, got 2.5"),
+        ({"batch_size": True}, "batch_size must be a positive integer, got True"),
+        ({"num_examples": 3}, r"batch_size 4 is larger than the training split \(3 examples\)"),
+        ({"eval_every": 0}, "eval_every must be an integer >= 1 or None, got 0"),
+        ({"log_every": -1}, "log_every must be an integer >= 1 or None, got -1"),
+        ({"mode": "best"}, "mode must be 'min' or 'max', got 'best'"),
+        (
+            {"mesh": "one", "data_axis": "batch"},
+            r"data_axis 'batch' is not a mesh axis \('data',\)",
+        ),
+        ({"mesh": "one", "param_axis": "model"}, "param_axis 'model' is not a mesh axis"),
+    ],
+)
+def test_fit_settings_are_checked_without_data(settings, message):
+    if settings.get("mesh") == "one":
+        settings = {**settings, "mesh": make_mesh((1,), ("data",))}
+    with pytest.raises(ValueError, match=message):
+        check_fit_settings(**{"num_steps": 5, "batch_size": 4, **settings})
+    # numpy integers count as integers
+    check_fit_settings(num_steps=np.int64(5), batch_size=np.int32(4), num_examples=4)
 
 
 def test_restoring_a_missing_checkpoint_is_a_clear_error(tmp_path):
