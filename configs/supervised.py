@@ -15,8 +15,11 @@ every option of the chosen dataset under ``config.data.options`` (unset: the dat
 default, ``mmfuse.data.options``) and of the chosen operator under ``config.model.fusion_options``
 (e.g. ``--config.model.fusion_options.estimator=reinforce`` for ``:hard_gated``);
 ``--config.data.standardize=True`` z-scores the inputs (the default for ``uci_mfeat``);
-``--config.emap.num_samples=K`` asks for Monte-Carlo EMAP; ``--config.resume=False``
-discards a previous run in the workdir.
+``--config.emap.num_samples=K`` asks for Monte-Carlo EMAP;
+``--config.model.encoders.mode=frozen`` (or ``finetune``) first trains each modality's
+encoder alone, then the fusion on top of the frozen (fine-tuned) encoders, and reports
+the unimodal baselines too; ``--config.resume=False`` discards a previous run in the
+workdir.
 """
 
 import ml_collections
@@ -64,6 +67,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.late_combine = "mean"
     # unset: float32; "bfloat16": bf16 matmul operands, float32 accumulation and parameters
     config.model.compute_dtype = ml_collections.config_dict.placeholder(str)
+    # The per-modality branches (intermediate: encoders; late: predictors) are learned
+    # with the fusion from scratch ("joint"), or each first trained alone on the task
+    # for pretrain_steps (unset: train.num_steps) and then "frozen" or fine-tuned
+    # ("finetune", at lr_scale times the learning rate; unset: 1).
+    config.model.encoders = ml_collections.ConfigDict()
+    config.model.encoders.mode = "joint"  # joint | frozen | finetune
+    config.model.encoders.pretrain_steps = ml_collections.config_dict.placeholder(int)
+    config.model.encoders.lr_scale = ml_collections.config_dict.placeholder(float)
 
     config.optim = optim_section()
     config.train = train_section(2000, eval_every=250, checkpoint_every=250, log_every=50)

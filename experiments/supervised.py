@@ -1,9 +1,12 @@
 """Trains one fusion model on one dataset; reports test metrics and the model's EMAP.
 
 ``train_and_evaluate(config, workdir)`` writes ``config.json``, ``metrics.jsonl``,
-``checkpoints/``, ``results.json`` and ``plots/{learning_curves,emap}.png``. Rerunning
-it on the same workdir resumes from the newest checkpoint and ends with the same
-``results.json`` as an uninterrupted run (timings go to ``metrics.jsonl`` only).
+``checkpoints/``, ``results.json`` and ``plots/{learning_curves,emap}.png``; with
+pre-trained encoders (``config.model.encoders.mode``: ``frozen`` or ``finetune``) also
+``pretrain/<modality>/``, each branch's own fit, whose unimodal metrics go to
+``results.json``'s ``encoders``. Rerunning it on the same workdir resumes from the
+newest checkpoint and ends with the same ``results.json`` as an uninterrupted run
+(timings go to ``metrics.jsonl`` only).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import pathlib
 
 import ml_collections
 
-from experiments import _common, _plots
+from experiments import _common, _plots, _pretrain
 from mmfuse import data, train
 
 
@@ -27,9 +30,14 @@ def run_config(config: ml_collections.ConfigDict):
     if config.emap.enabled:  # EMAP runs after training: its settings are checked first
         _common.check_count("emap.max_examples", config.emap.max_examples, 2)
         _common.check_count("emap.num_samples", config.emap.num_samples, 1)
+    _pretrain.check_encoders(config.model)
     task = _common.task_from_config(config.data, needed)
     model = _common.model_from_config(config.model, task, config.seed)
     loss_fn, fit_kwargs = _common.fit_arguments(config, task, model, seed=config.seed)
+    # pre-trained branches frozen or fine-tuned at their own rate (config.model.encoders)
+    fit_kwargs["optimizer"] = _pretrain.branch_optimizer(
+        fit_kwargs["optimizer"], model, config.model
+    )
     return task, model, loss_fn, fit_kwargs
 
 
@@ -40,6 +48,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     # so that a bad config run with resume=False leaves the previous run in place
     task, model, loss_fn, fit_kwargs = run_config(config)
     train.prepare_workdir(workdir, config.to_dict(), resume=config.resume, ignore=("resume",))
+    encoders = None
+    if _pretrain.check_encoders(config.model) != "joint":  # each branch alone, first
+        encoders = _pretrain.pretrain(model, config, task, workdir / "pretrain")
     result = train.fit(
         model, loss_fn, train_data=task.splits["train"], workdir=workdir, **fit_kwargs
     )
@@ -58,6 +69,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         "validation": {"best": result.best_metric},
         "test": _common.test_metrics(result.model, task),
     }
+    if encoders is not None:
+        results["encoders"] = encoders
     if config.emap.enabled:
         results["emap"] = _common.emap_scores(
             result.model,

@@ -1,0 +1,108 @@
+"""Pre-trained unimodal encoders, frozen or fine-tuned (config.model.encoders)."""
+
+import re
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from configs import supervised as supervised_config
+from experiments import _pretrain, supervised
+from mmfuse import train
+
+
+def _config(mode, dataset="synthetic/additive", kind="intermediate", steps=150, **encoders):
+    config = supervised_config.get_config(f"tensor,{dataset}")
+    config.model.kind = kind
+    config.model.encoders.mode = mode
+    config.model.encoders.update(encoders)
+    config.train.num_steps = steps
+    config.train.eval_every = config.train.checkpoint_every = 50
+    config.train.log_every = 50
+    config.emap.max_examples = 100
+    return config
+
+
+def _state(module):
+    return [np.asarray(x) for x in jax.tree.leaves(nnx.state(module, nnx.Param))]
+
+
+def _same(a, b):
+    return all(np.array_equal(x, y) for x, y in zip(_state(a), _state(b), strict=True))
+
+
+@pytest.mark.parametrize("mode", ["frozen", "finetune"])
+def test_the_fusion_trains_on_the_pretrained_encoders_frozen_or_fine_tuned(mode, tmp_path):
+    config = _config(mode, lr_scale=0.5) if mode == "finetune" else _config(mode)
+    task, model, loss_fn, fit_kwargs = supervised.run_config(config)
+    initial = nnx.clone(model)
+    report = _pretrain.pretrain(model, config, task, tmp_path)
+    assert set(report["unimodal"]) == set(task.modalities)
+    pretrained = nnx.clone(model)
+    # pretraining moved the encoders only: the fusion and head keep their initialization
+    assert not _same(pretrained.encoders[0], initial.encoders[0])
+    assert _same(pretrained.fusion, initial.fusion) and _same(pretrained.head, initial.head)
+    result = train.fit(model, loss_fn, train_data=task.splits["train"], **fit_kwargs)
+    assert not _same(result.model.fusion, pretrained.fusion)
+    for m in range(len(task.modalities)):
+        assert _same(result.model.encoders[m], pretrained.encoders[m]) == (mode == "frozen")
+
+
+def test_unimodal_baselines_are_reported_and_a_rerun_resumes_to_the_same_results(tmp_path):
+    # on xor each modality alone is at chance: only the fused model can predict the label
+    config = _config("frozen", dataset="synthetic/xor", steps=300)
+    results = supervised.train_and_evaluate(config, str(tmp_path))
+    encoders = results["encoders"]
+    assert encoders["mode"] == "frozen" and encoders["pretrain_steps"] == 300
+    for name in ("x1", "x2"):
+        assert encoders["unimodal"][name]["test"]["accuracy"] < 0.6, name
+        assert (tmp_path / "pretrain" / name / "checkpoints").is_dir()
+    assert supervised.train_and_evaluate(config, str(tmp_path)) == results
+
+
+def test_late_fusion_pretrains_its_predictors(tmp_path):
+    config = _config("finetune", kind="late", steps=100, pretrain_steps=50)
+    results = supervised.train_and_evaluate(config, str(tmp_path))
+    unimodal = results["encoders"]["unimodal"]
+    assert {k: v["steps"] for k, v in unimodal.items()} == {"x1": 50, "x2": 50}
+    # synthetic/additive: each modality alone predicts the label above chance
+    assert all(v["test"]["accuracy"] > 0.6 for v in unimodal.values())
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"mode": "fixed"}, "model.encoders.mode: unknown 'fixed'; modes: joint, frozen, finetune"),
+        (
+            {"mode": "joint", "pretrain_steps": 10},
+            "model.encoders.pretrain_steps and lr_scale are used by mode 'frozen' or 'finetune'",
+        ),
+        (
+            {"mode": "frozen", "lr_scale": 0.1},
+            "model.encoders.lr_scale is used by mode 'finetune' only, not 'frozen'",
+        ),
+        (
+            {"mode": "finetune", "lr_scale": 0.0},
+            "model.encoders.lr_scale must be finite and > 0 (mode 'frozen' freezes), got 0.0",
+        ),
+        (
+            {"mode": "frozen", "pretrain_steps": 0},
+            "config.model.encoders.pretrain_steps must be an int >= 1, got 0",
+        ),
+        (
+            {"mode": "frozen", "kind": "early"},
+            "model.encoders.mode='frozen' needs per-modality branches: model.kind "
+            "'intermediate' (encoders) or 'late' (predictors), not 'early'",
+        ),
+        (
+            {"mode": "frozen", "kind": "late"},
+            "late_combine='mean' leaves nothing to train; use late_combine='weighted'",
+        ),
+    ],
+)
+def test_bad_encoder_settings_are_refused_before_the_workdir(changes, message):
+    changes = dict(changes)
+    config = _config(changes.pop("mode"), kind=changes.pop("kind", "intermediate"), **changes)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        supervised.train_and_evaluate(config, "/nonexistent/never-written")
