@@ -395,6 +395,11 @@ def build_optimizer(
             f"optim.warmup_steps={warmup_steps} is used by optim.schedule='warmup_cosine' "
             f"only, not {schedule!r}"
         )
+    if schedule == "warmup_cosine" and warmup_steps >= num_steps:  # no steps left to decay
+        raise ValueError(
+            f"optim.warmup_steps={warmup_steps} must be smaller than the {num_steps} steps "
+            "the schedule spans"
+        )
     if schedule == "constant":
         lr: Any = learning_rate
     elif schedule == "cosine":

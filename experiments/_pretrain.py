@@ -81,6 +81,27 @@ def check_encoders(cfg: ml_collections.ConfigDict) -> str:
     return mode
 
 
+def pretrain_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The config of the branches' own fits: the run's, for ``pretrain_steps`` steps."""
+    pre_config = config.copy_and_resolve_references()
+    steps = config.model.encoders.get("pretrain_steps") or config.train.num_steps
+    pre_config.train.num_steps = steps
+    return pre_config
+
+
+def check_pretraining(config: ml_collections.ConfigDict) -> None:
+    """Checks ``config.model.encoders`` and, unless joint, that the branches' own fits
+    (their optimizer and train settings at ``pretrain_steps``) can run."""
+    if check_encoders(config.model) == "joint":
+        return
+    pre_config = pretrain_config(config)
+    try:
+        _common.check_training(pre_config)
+    except ValueError as error:
+        steps = pre_config.train.num_steps
+        raise ValueError(f"pretraining the branches for {steps} steps: {error}") from error
+
+
 def unimodal_models(
     model: nnx.Module, cfg: ml_collections.ConfigDict, task: _common.Task, seed: int
 ) -> list[Unimodal]:
@@ -126,9 +147,8 @@ def pretrain(
     validation (best) and test metrics: the unimodal baselines of the fusion model.
     """
     cfg = config.model
-    pre_config = config.copy_and_resolve_references()
-    steps = cfg.encoders.get("pretrain_steps") or config.train.num_steps
-    pre_config.train.num_steps = steps
+    pre_config = pretrain_config(config)
+    steps = pre_config.train.num_steps
     branches = getattr(model, BRANCHES[cfg.kind])
     unimodal = unimodal_models(model, cfg, task, config.seed)
     report = {}

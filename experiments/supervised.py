@@ -30,7 +30,7 @@ def run_config(config: ml_collections.ConfigDict):
     if config.emap.enabled:  # EMAP runs after training: its settings are checked first
         _common.check_count("emap.max_examples", config.emap.max_examples, 2)
         _common.check_count("emap.num_samples", config.emap.num_samples, 1)
-    _pretrain.check_encoders(config.model)
+    _pretrain.check_pretraining(config)
     task = _common.task_from_config(config.data, needed)
     model = _common.model_from_config(config.model, task, config.seed)
     loss_fn, fit_kwargs = _common.fit_arguments(config, task, model, seed=config.seed)

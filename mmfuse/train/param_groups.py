@@ -38,10 +38,10 @@ def scale_by_path(
     ``nnx.State``) starts with one of ``scales``' prefixes, whole components only
     (``"encoders/1"`` is not ``"encoders/10"``). A factor of 0 freezes the group: its
     updates are zero and the optimizer keeps no state for it (no Adam moments, no
-    weight decay); another factor multiplies the group's updates (for Adam: its
-    learning rate). Each group gets its own copy of ``optimizer``'s state, so a
-    gradient clipping inside ``optimizer`` clips each group's norm on its own.
-    Parameters no prefix matches train as ``optimizer`` says.
+    weight decay). The other parameters share one ``optimizer`` (a gradient clipping
+    in it sees their global norm, as without groups), and a group's updates are then
+    multiplied by its factor (for Adam: its learning rate). Parameters no prefix
+    matches train as ``optimizer`` says.
 
     Args:
       optimizer: the optax transformation of the whole model.
@@ -63,17 +63,22 @@ def scale_by_path(
                 f"no parameter's path starts with {prefix!r}; paths start with {', '.join(groups)}"
             )
 
-    def label(path: tuple[Any, ...], _: Any) -> str:
+    def factor_of(path: tuple[Any, ...]) -> float:
         name = param_path(path)
-        return next((prefix for prefix in scales if _matches(name, prefix)), "")
+        return next((float(f) for prefix, f in scales.items() if _matches(name, prefix)), 1.0)
 
-    transforms: dict[str, optax.GradientTransformation] = {"": optimizer}
-    for prefix, factor in scales.items():
-        transforms[prefix] = (
-            optax.set_to_zero()
-            if factor == 0
-            else optax.chain(optimizer, optax.scale(float(factor)))
+    def labels(tree: Any) -> Any:
+        return jax.tree_util.tree_map_with_path(
+            lambda path, _: "frozen" if factor_of(path) == 0 else "trained", tree
         )
-    return optax.multi_transform(
-        transforms, lambda tree: jax.tree_util.tree_map_with_path(label, tree)
+
+    def scale_updates(updates: Any, state: Any, params: Any = None) -> tuple[Any, Any]:
+        del params
+        scaled = jax.tree_util.tree_map_with_path(lambda p, u: u * factor_of(p), updates)
+        return scaled, state
+
+    trained_or_frozen = optax.multi_transform(
+        {"trained": optimizer, "frozen": optax.set_to_zero()}, labels
     )
+    by_factor = optax.GradientTransformation(lambda params: optax.EmptyState(), scale_updates)
+    return optax.chain(trained_or_frozen, by_factor)

@@ -24,6 +24,7 @@ RUN_OUTPUTS = (
     "plots",
     "runs",
     "pid",
+    "pretrain",
 )
 
 

@@ -61,6 +61,14 @@ def test_unimodal_baselines_are_reported_and_a_rerun_resumes_to_the_same_results
     assert supervised.train_and_evaluate(config, str(tmp_path)) == results
 
 
+def test_a_fresh_start_discards_the_previous_pretraining(tmp_path):
+    config = _config("frozen", steps=20, pretrain_steps=20)
+    supervised.train_and_evaluate(config, str(tmp_path))
+    config.model.encoders.pretrain_steps, config.resume = 10, False
+    results = supervised.train_and_evaluate(config, str(tmp_path))
+    assert {v["steps"] for v in results["encoders"]["unimodal"].values()} == {10}
+
+
 def test_late_fusion_pretrains_its_predictors(tmp_path):
     config = _config("finetune", kind="late", steps=100, pretrain_steps=50)
     results = supervised.train_and_evaluate(config, str(tmp_path))
@@ -99,10 +107,18 @@ def test_late_fusion_pretrains_its_predictors(tmp_path):
             {"mode": "frozen", "kind": "late"},
             "late_combine='mean' leaves nothing to train; use late_combine='weighted'",
         ),
+        (  # the run's own 150 steps would fit the warm-up, the pretraining's 20 do not
+            {"mode": "frozen", "pretrain_steps": 20, "optim": ("warmup_cosine", 50)},
+            "pretraining the branches for 20 steps: optim.warmup_steps=50 must be smaller "
+            "than the 20 steps the schedule spans",
+        ),
     ],
 )
 def test_bad_encoder_settings_are_refused_before_the_workdir(changes, message):
     changes = dict(changes)
+    schedule = changes.pop("optim", None)
     config = _config(changes.pop("mode"), kind=changes.pop("kind", "intermediate"), **changes)
+    if schedule is not None:
+        config.optim.schedule, config.optim.warmup_steps = schedule
     with pytest.raises(ValueError, match=re.escape(message)):
         supervised.train_and_evaluate(config, "/nonexistent/never-written")

@@ -69,6 +69,17 @@ def test_a_scaled_group_moves_by_its_factor_times_the_plain_update():
         )
 
 
+def test_gradient_clipping_sees_every_trained_parameter_at_once():
+    params = nnx.state(_model(), nnx.Param)
+    clipped = optax.chain(optax.clip_by_global_norm(0.1), optax.sgd(1.0))
+    # the frozen group is left out; the head keeps its factor 1: exactly the plain update
+    new, _ = _steps(scale_by_path(clipped, {"head": 1.0, "fusion": 0.0}, params), params, 1)
+    rest = {k: v for k, v in _paths(params).items() if not k.startswith("fusion/")}
+    grads = np.sqrt(sum(0.25 * v.size for v in rest.values()))  # the global norm, fusion out
+    for path, value in rest.items():
+        np.testing.assert_allclose(value - _paths(new)[path], 0.5 * 0.1 / grads, rtol=1e-5)
+
+
 def test_prefixes_match_whole_path_components():
     params = {"encoders": {str(i): jnp.ones(2) for i in range(12)}}
     new, _ = _steps(scale_by_path(optax.sgd(1.0), {"encoders/1": 0.0}, params), params, 1)
