@@ -14,3 +14,15 @@ for name in quickstart linear_case fusion_zoo emap_table pid mro; do
   echo "[mmfuse] $name -> $runs/$name"
   python -m experiments.main --config="configs/$name.py" --workdir="$runs/$name" "$@"
 done
+# The README's pre-trained encoder comparison on digits_halves: encoders learned with
+# the fusion (joint) or pre-trained alone and frozen, tensor and additive fusion, 3 seeds.
+for fusion in tensor additive; do
+  for mode in joint frozen; do
+    for seed in 0 1 2; do
+      workdir="$runs/encoders/${fusion}_${mode}_seed$seed"
+      echo "[mmfuse] supervised $fusion digits_halves encoders=$mode seed=$seed -> $workdir"
+      python -m experiments.main --config="configs/supervised.py:$fusion,digits_halves" \
+        --config.model.encoders.mode="$mode" --config.seed="$seed" --workdir="$workdir" "$@"
+    done
+  done
+done
