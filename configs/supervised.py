@@ -18,8 +18,9 @@ default, ``mmfuse.data.options``) and of the chosen operator under ``config.mode
 ``--config.emap.num_samples=K`` asks for Monte-Carlo EMAP;
 ``--config.model.encoders.mode=frozen`` (or ``finetune``) first trains each modality's
 encoder alone, then the fusion on top of the frozen (fine-tuned) encoders, and reports
-the unimodal baselines too; ``--config.resume=False`` discards a previous run in the
-workdir.
+the unimodal baselines too (``--config.model.encoders.init_from=<workdir>`` reads the
+encoders from another finished run instead); ``--config.resume=False`` discards a
+previous run in the workdir.
 """
 
 import ml_collections
@@ -68,13 +69,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # unset: float32; "bfloat16": bf16 matmul operands, float32 accumulation and parameters
     config.model.compute_dtype = ml_collections.config_dict.placeholder(str)
     # The per-modality branches (intermediate: encoders; late: predictors) are learned
-    # with the fusion from scratch ("joint"), or each first trained alone on the task
-    # for pretrain_steps (unset: train.num_steps) and then "frozen" or fine-tuned
-    # ("finetune", at lr_scale times the learning rate; unset: 1).
+    # with the fusion from scratch ("joint"), or pre-trained and then "frozen" or
+    # fine-tuned ("finetune", at lr_scale times the learning rate; unset: 1). Pre-trained
+    # here: each alone on the task for pretrain_steps (unset: train.num_steps); or read,
+    # by modality name, from init_from: the workdir of a finished supervised run with
+    # the same model.kind and branch widths (e.g. one trained on another dataset).
     config.model.encoders = ml_collections.ConfigDict()
     config.model.encoders.mode = "joint"  # joint | frozen | finetune
     config.model.encoders.pretrain_steps = ml_collections.config_dict.placeholder(int)
     config.model.encoders.lr_scale = ml_collections.config_dict.placeholder(float)
+    config.model.encoders.init_from = ml_collections.config_dict.placeholder(str)
 
     config.optim = optim_section()
     config.train = train_section(2000, eval_every=250, checkpoint_every=250, log_every=50)

@@ -2,21 +2,24 @@
 fine-tuned (``config.model.encoders``).
 
 ``"joint"`` trains every parameter from scratch together. ``"frozen"`` and
-``"finetune"`` first train each modality's branch alone on the task (an intermediate
-fusion model's encoder under a linear head of its own; a late fusion model's
-predictor) and copy it into the fusion model; the fusion model is then trained with
-the branches frozen (an optimizer mask over their parameter paths) or fine-tuned
-(at ``lr_scale`` times the learning rate).
+``"finetune"`` start the fusion model from pre-trained branches: each modality's
+branch (an intermediate fusion model's encoder; a late fusion model's predictor) is
+either trained alone on the task first (under a linear head of its own, for an
+encoder), or read from another finished run (``init_from``: its workdir) by modality
+name. The fusion model is then trained with the branches frozen (an optimizer mask
+over their parameter paths) or fine-tuned (at ``lr_scale`` times the learning rate).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import pathlib
+from collections.abc import Sequence
 from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 import optax
 from flax import nnx
 
@@ -52,11 +55,18 @@ def check_encoders(cfg: ml_collections.ConfigDict) -> str:
             f"model.encoders.mode: unknown {mode!r}; modes: {', '.join(ENCODER_MODES)}"
         )
     steps, scale = encoders.get("pretrain_steps"), encoders.get("lr_scale")
+    source = encoders.get("init_from")
     # a setting the chosen mode ignores is a mistake, not a no-op
-    if mode == "joint" and (steps is not None or scale is not None):
+    if mode == "joint" and (steps is not None or scale is not None or source):
         raise ValueError(
-            "model.encoders.pretrain_steps and lr_scale are used by mode 'frozen' or "
-            "'finetune' only, not 'joint' (encoders learned with the fusion from scratch)"
+            "model.encoders.pretrain_steps, lr_scale and init_from are used by mode "
+            "'frozen' or 'finetune' only, not 'joint' (encoders learned with the fusion "
+            "from scratch)"
+        )
+    if source and steps is not None:
+        raise ValueError(
+            "model.encoders.pretrain_steps: the branches come from model.encoders.init_from "
+            f"({source}), nothing is pre-trained here"
         )
     if mode == "frozen" and scale is not None:
         raise ValueError("model.encoders.lr_scale is used by mode 'finetune' only, not 'frozen'")
@@ -90,9 +100,9 @@ def pretrain_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
 
 
 def check_pretraining(config: ml_collections.ConfigDict) -> None:
-    """Checks ``config.model.encoders`` and, unless joint, that the branches' own fits
-    (their optimizer and train settings at ``pretrain_steps``) can run."""
-    if check_encoders(config.model) == "joint":
+    """Checks ``config.model.encoders`` and, where branches are pre-trained here, that
+    their own fits (their optimizer and train settings at ``pretrain_steps``) can run."""
+    if check_encoders(config.model) == "joint" or config.model.encoders.get("init_from"):
         return
     pre_config = pretrain_config(config)
     try:
@@ -100,6 +110,85 @@ def check_pretraining(config: ml_collections.ConfigDict) -> None:
     except ValueError as error:
         steps = pre_config.train.num_steps
         raise ValueError(f"pretraining the branches for {steps} steps: {error}") from error
+
+
+def _saved_path(path: tuple[Any, ...]) -> str:
+    """A restored checkpoint leaf's parameter path (an ``nnx.Variable``'s ``value`` dropped)."""
+    name = train.param_path(path)
+    return name.removesuffix("/value")
+
+
+def load_branches(
+    model: nnx.Module, cfg: ml_collections.ConfigDict, modalities: Sequence[str]
+) -> dict[str, Any]:
+    """Copies each modality's branch from the finished run in ``cfg.encoders.init_from``
+    into ``model`` (in place), matched by modality name; returns what was read.
+
+    The source is a finished ``supervised`` run of the same ``model.kind`` (its
+    ``results.json`` names its modalities); its selected parameters (the best
+    validation step's) are read from its newest checkpoint. Every branch parameter
+    must have the source's shape.
+    """
+    source = pathlib.Path(cfg.encoders.init_from)
+    where = f"model.encoders.init_from={str(source)!r}"
+    try:
+        record = train.read_json(source / "config.json")
+        results = train.read_json(source / "results.json")
+    except FileNotFoundError as error:
+        raise ValueError(
+            f"{where}: not a finished run ({error.filename} is missing); give the workdir "
+            "of a finished supervised run"
+        ) from None
+    if record.get("trainer") != "supervised" or "modalities" not in results:
+        raise ValueError(
+            f"{where}: not a finished supervised run of this version (trainer "
+            f"{record.get('trainer')!r}; its results.json must list its modalities)"
+        )
+    kind = record.get("model", {}).get("kind")
+    if kind != cfg.kind:
+        raise ValueError(f"{where}: its model.kind is {kind!r}, this run's {cfg.kind!r}")
+    saved_modalities = list(results["modalities"])
+    missing = [name for name in modalities if name not in saved_modalities]
+    if missing:
+        raise ValueError(
+            f"{where}: modality {', '.join(missing)} is not among its modalities "
+            f"({', '.join(saved_modalities)})"
+        )
+    with train.Checkpointer(source / "checkpoints") as checkpointer:
+        state, _ = checkpointer.restore_saved()
+    saved = {
+        _saved_path(path): np.asarray(value)
+        for path, value in jax.tree_util.tree_flatten_with_path(state["best_params"])[0]
+    }
+    attribute = BRANCHES[cfg.kind]
+    for name, branch in zip(modalities, getattr(model, attribute), strict=True):
+        prefix = f"{attribute}/{saved_modalities.index(name)}"
+
+        def read(path: tuple[Any, ...], leaf: Any, name=name, prefix=prefix) -> np.ndarray:
+            key = f"{prefix}/{train.param_path(path)}"
+            value = saved.get(key)
+            if value is None or value.shape != np.shape(leaf):
+                found = "absent" if value is None else f"shape {value.shape}"
+                raise ValueError(
+                    f"{where}: modality {name!r}: {key} has shape {np.shape(leaf)} here, "
+                    f"{found} there (the branches must have the same architecture)"
+                )
+            return value.astype(np.asarray(leaf).dtype)
+
+        params = nnx.state(branch, nnx.Param)
+        nnx.update(branch, jax.tree_util.tree_map_with_path(read, params))
+    return source_record(cfg)
+
+
+def source_record(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
+    """``results.json``'s ``encoders`` for branches read from ``cfg.encoders.init_from``."""
+    source = pathlib.Path(cfg.encoders.init_from)
+    results = train.read_json(source / "results.json")
+    return {
+        "mode": cfg.encoders.mode,
+        "init_from": str(source),
+        "source": {"dataset": results.get("dataset"), "modalities": results["modalities"]},
+    }
 
 
 def unimodal_models(

@@ -4,7 +4,8 @@
 ``checkpoints/``, ``results.json`` and ``plots/{learning_curves,emap}.png``; with
 pre-trained encoders (``config.model.encoders.mode``: ``frozen`` or ``finetune``) also
 ``pretrain/<modality>/``, each branch's own fit, whose unimodal metrics go to
-``results.json``'s ``encoders``. Rerunning it on the same workdir resumes from the
+``results.json``'s ``encoders`` (unless ``init_from`` reads the branches from another
+run). Rerunning it on the same workdir resumes from the
 newest checkpoint and ends with the same ``results.json`` as an uninterrupted run
 (timings go to ``metrics.jsonl`` only).
 """
@@ -34,6 +35,8 @@ def run_config(config: ml_collections.ConfigDict):
     task = _common.task_from_config(config.data, needed)
     model = _common.model_from_config(config.model, task, config.seed)
     loss_fn, fit_kwargs = _common.fit_arguments(config, task, model, seed=config.seed)
+    if config.model.encoders.get("init_from"):  # branches pre-trained in another run
+        _pretrain.load_branches(model, config.model, task.modalities)
     # pre-trained branches frozen or fine-tuned at their own rate (config.model.encoders)
     fit_kwargs["optimizer"] = _pretrain.branch_optimizer(
         fit_kwargs["optimizer"], model, config.model
@@ -49,7 +52,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     task, model, loss_fn, fit_kwargs = run_config(config)
     train.prepare_workdir(workdir, config.to_dict(), resume=config.resume, ignore=("resume",))
     encoders = None
-    if _pretrain.check_encoders(config.model) != "joint":  # each branch alone, first
+    if config.model.encoders.get("init_from"):  # read by run_config
+        encoders = _pretrain.source_record(config.model)
+    elif _pretrain.check_encoders(config.model) != "joint":  # each branch alone, first
         encoders = _pretrain.pretrain(model, config, task, workdir / "pretrain")
     result = train.fit(
         model, loss_fn, train_data=task.splits["train"], workdir=workdir, **fit_kwargs
@@ -60,6 +65,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         )
     results = {
         "dataset": task.name,
+        "modalities": list(task.modalities),
         "data_options": {**data.options(task.name), **_common.dataset_options(config.data)},
         "model": _common.plain(config.model),
         "params": _common.count_params(result.model),

@@ -76,6 +76,24 @@ class Checkpointer:
         restored = self._manager.restore(step, args=args)
         return restored["state"], restored["meta"]
 
+    def restore_saved(self, step: int | None = None) -> tuple[Any, dict[str, Any]]:
+        """Restores the checkpoint of ``step`` (default: the newest) as it was saved.
+
+        No target is needed: the state comes back as nested dicts of arrays (an
+        ``nnx.State``'s integer keys as strings, each variable's array under
+        ``"value"``), e.g. to read the parameters of another run.
+
+        Raises:
+          FileNotFoundError: there is no (such) checkpoint.
+        """
+        ocp = self._ocp
+        step = self.latest_step() if step is None else step
+        if step is None or step not in self._manager.all_steps():
+            raise FileNotFoundError(f"no checkpoint for step {step} in {self.directory}")
+        args = ocp.args.Composite(state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore())
+        restored = self._manager.restore(step, args=args)
+        return restored["state"], restored["meta"]
+
     def close(self) -> None:
         self._manager.close()
 

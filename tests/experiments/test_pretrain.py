@@ -69,6 +69,60 @@ def test_a_fresh_start_discards_the_previous_pretraining(tmp_path):
     assert {v["steps"] for v in results["encoders"]["unimodal"].values()} == {10}
 
 
+@pytest.fixture(scope="module")
+def source_run(tmp_path_factory):
+    """A finished run on synthetic/additive, whose encoders another run can start from."""
+    workdir = tmp_path_factory.mktemp("source")
+    config = _config("joint", steps=60)
+    config.emap.enabled = False
+    supervised.train_and_evaluate(config, str(workdir))
+    # its selected model, read back the way a resumed run reads it
+    task, model, loss_fn, fit_kwargs = supervised.run_config(config)
+    result = train.fit(
+        model, loss_fn, train_data=task.splits["train"], workdir=workdir, **fit_kwargs
+    )
+    return workdir, result.model
+
+
+def test_encoders_are_read_from_another_run_by_modality_name(source_run, tmp_path):
+    workdir, source = source_run
+    config = _config("frozen", dataset="synthetic/xor", steps=60, init_from=str(workdir))
+    config.data.modalities = ("x2", "x1")  # the other order: matched by name
+    task, model, _, _ = supervised.run_config(config)
+    assert task.modalities == ("x2", "x1")
+    assert _same(model.encoders[0], source.encoders[1])
+    assert _same(model.encoders[1], source.encoders[0])
+    results = supervised.train_and_evaluate(config, str(tmp_path))
+    assert results["encoders"] == {
+        "mode": "frozen",
+        "init_from": str(workdir),
+        "source": {"dataset": "synthetic/additive", "modalities": ["x1", "x2"]},
+    }
+    assert not (tmp_path / "pretrain").exists()
+
+
+def test_a_source_run_that_does_not_fit_is_named(source_run, tmp_path):
+    workdir, _ = source_run
+    where = f"model.encoders.init_from={str(workdir)!r}"
+    cases = [
+        ({"encoder_dim": 8}, f"{where}: modality 'x1': encoders/0/layers/1/bias has shape (8,)"),
+        ({"kind": "late"}, f"{where}: its model.kind is 'intermediate', this run's 'late'"),
+    ]
+    for changes, message in cases:
+        config = _config("finetune", init_from=str(workdir))
+        config.model.update(changes)
+        with pytest.raises(ValueError, match=re.escape(message)):
+            supervised.train_and_evaluate(config, str(tmp_path / "never"))
+    config = _config("finetune", init_from=str(tmp_path / "nothing"))
+    with pytest.raises(ValueError, match=r"not a finished run \(.*config\.json is missing\)"):
+        supervised.train_and_evaluate(config, str(tmp_path / "never"))
+    config = _config("finetune", dataset="synthetic/xor", init_from=str(workdir))
+    config.data.options.widths = (16, 16, 16)
+    with pytest.raises(ValueError, match=r"modality x3 is not among its modalities \(x1, x2\)"):
+        supervised.train_and_evaluate(config, str(tmp_path / "never"))
+    assert not (tmp_path / "never").exists()
+
+
 def test_late_fusion_pretrains_its_predictors(tmp_path):
     config = _config("finetune", kind="late", steps=100, pretrain_steps=50)
     results = supervised.train_and_evaluate(config, str(tmp_path))
@@ -84,7 +138,13 @@ def test_late_fusion_pretrains_its_predictors(tmp_path):
         ({"mode": "fixed"}, "model.encoders.mode: unknown 'fixed'; modes: joint, frozen, finetune"),
         (
             {"mode": "joint", "pretrain_steps": 10},
-            "model.encoders.pretrain_steps and lr_scale are used by mode 'frozen' or 'finetune'",
+            "model.encoders.pretrain_steps, lr_scale and init_from are used by mode 'frozen' "
+            "or 'finetune' only",
+        ),
+        (
+            {"mode": "frozen", "pretrain_steps": 10, "init_from": "/runs/elsewhere"},
+            "model.encoders.pretrain_steps: the branches come from model.encoders.init_from "
+            "(/runs/elsewhere), nothing is pre-trained here",
         ),
         (
             {"mode": "frozen", "lr_scale": 0.1},

@@ -186,6 +186,21 @@ def test_fit_settings_are_checked_without_data(settings, message):
 def test_restoring_a_missing_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         Checkpointer(tmp_path / "none").restore({"a": jnp.zeros(2)})
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        Checkpointer(tmp_path / "none").restore_saved()
+
+
+def test_a_checkpoint_reads_back_as_saved_without_a_target(tmp_path):
+    params = nnx.state(make_model(), nnx.Param)
+    with Checkpointer(tmp_path) as checkpointer:
+        checkpointer.save(3, {"params": params, "step": jnp.int32(3)}, {"note": "x"})
+        checkpointer.save(5, {"params": params, "step": jnp.int32(5)}, {"note": "y"})
+    with Checkpointer(tmp_path) as checkpointer:
+        state, meta = checkpointer.restore_saved(3)
+    assert meta == {"note": "x"} and int(state["step"]) == 3
+    # nested dicts, integer keys as strings, each variable's array under "value"
+    saved = state["params"]["layers"]["0"]["kernel"]["value"]
+    np.testing.assert_array_equal(saved, params["layers"][0]["kernel"][...])
 
 
 def test_a_finished_run_asked_for_more_steps_trains_on_like_a_longer_run(tmp_path):
