@@ -118,6 +118,19 @@ def _saved_path(path: tuple[Any, ...]) -> str:
     return name.removesuffix("/value")
 
 
+def check_source_outside(cfg: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:
+    """Refuses an ``init_from`` run inside ``workdir``: a fresh start would delete it."""
+    source = cfg.get("encoders", {}).get("init_from")
+    if not source:
+        return
+    source, workdir = pathlib.Path(source).resolve(), workdir.resolve()
+    if source == workdir or workdir in source.parents:
+        raise ValueError(
+            f"model.encoders.init_from={str(source)!r} is (inside) this run's workdir; "
+            "give another run's workdir"
+        )
+
+
 def load_branches(
     model: nnx.Module, cfg: ml_collections.ConfigDict, modalities: Sequence[str]
 ) -> dict[str, Any]:
@@ -154,8 +167,13 @@ def load_branches(
             f"{where}: modality {', '.join(missing)} is not among its modalities "
             f"({', '.join(saved_modalities)})"
         )
-    with train.Checkpointer(source / "checkpoints") as checkpointer:
-        state, _ = checkpointer.restore_saved()
+    if not (source / "checkpoints").is_dir():  # a Checkpointer would create the folder
+        raise ValueError(f"{where}: it has no checkpoints/ folder to read its model from")
+    try:
+        with train.Checkpointer(source / "checkpoints") as checkpointer:
+            state, _ = checkpointer.restore_saved()
+    except FileNotFoundError as error:
+        raise ValueError(f"{where}: {error}") from None
     saved = {
         _saved_path(path): np.asarray(value)
         for path, value in jax.tree_util.tree_flatten_with_path(state["best_params"])[0]
@@ -163,19 +181,27 @@ def load_branches(
     attribute = BRANCHES[cfg.kind]
     for name, branch in zip(modalities, getattr(model, attribute), strict=True):
         prefix = f"{attribute}/{saved_modalities.index(name)}"
+        params = nnx.state(branch, nnx.Param)
+        here = {
+            f"{prefix}/{train.param_path(path)}": np.shape(leaf)
+            for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]
+        }
+        there = {key: value.shape for key, value in saved.items() if key.startswith(f"{prefix}/")}
+        if here != there:  # same paths and shapes, or the layers would not line up
+            differ = sorted(
+                f"{key} {here.get(key, 'absent')} here, {there.get(key, 'absent')} there"
+                for key in set(here) | set(there)
+                if here.get(key) != there.get(key)
+            )
+            raise ValueError(
+                f"{where}: modality {name!r}: the branches differ in architecture: "
+                + "; ".join(differ)
+            )
 
-        def read(path: tuple[Any, ...], leaf: Any, name=name, prefix=prefix) -> np.ndarray:
-            key = f"{prefix}/{train.param_path(path)}"
-            value = saved.get(key)
-            if value is None or value.shape != np.shape(leaf):
-                found = "absent" if value is None else f"shape {value.shape}"
-                raise ValueError(
-                    f"{where}: modality {name!r}: {key} has shape {np.shape(leaf)} here, "
-                    f"{found} there (the branches must have the same architecture)"
-                )
+        def read(path: tuple[Any, ...], leaf: Any, prefix=prefix) -> np.ndarray:
+            value = saved[f"{prefix}/{train.param_path(path)}"]
             return value.astype(np.asarray(leaf).dtype)
 
-        params = nnx.state(branch, nnx.Param)
         nnx.update(branch, jax.tree_util.tree_map_with_path(read, params))
     return source_record(cfg)
 

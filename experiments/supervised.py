@@ -49,12 +49,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     workdir = pathlib.Path(workdir)
     # the config is checked (task, model, optimizer built) before the workdir is touched,
     # so that a bad config run with resume=False leaves the previous run in place
+    _pretrain.check_source_outside(config.model, workdir)
     task, model, loss_fn, fit_kwargs = run_config(config)
-    train.prepare_workdir(workdir, config.to_dict(), resume=config.resume, ignore=("resume",))
     encoders = None
     if config.model.encoders.get("init_from"):  # read by run_config
         encoders = _pretrain.source_record(config.model)
-    elif _pretrain.check_encoders(config.model) != "joint":  # each branch alone, first
+    train.prepare_workdir(workdir, config.to_dict(), resume=config.resume, ignore=("resume",))
+    if encoders is None and _pretrain.check_encoders(config.model) != "joint":  # here, first
         encoders = _pretrain.pretrain(model, config, task, workdir / "pretrain")
     result = train.fit(
         model, loss_fn, train_data=task.splits["train"], workdir=workdir, **fit_kwargs

@@ -81,7 +81,8 @@ class Checkpointer:
 
         No target is needed: the state comes back as nested dicts of arrays (an
         ``nnx.State``'s integer keys as strings, each variable's array under
-        ``"value"``), e.g. to read the parameters of another run.
+        ``"value"``), all on this process's first device whatever mesh saved them, e.g.
+        to read the parameters of another run.
 
         Raises:
           FileNotFoundError: there is no (such) checkpoint.
@@ -90,8 +91,26 @@ class Checkpointer:
         step = self.latest_step() if step is None else step
         if step is None or step not in self._manager.all_steps():
             raise FileNotFoundError(f"no checkpoint for step {step} in {self.directory}")
-        args = ocp.args.Composite(state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore())
-        restored = self._manager.restore(step, args=args)
+        # the saved shapes and dtypes, placed on one local device (the saved shardings
+        # may name devices this process does not have)
+        handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
+        options = ocp.CheckpointManagerOptions(create=False)
+        with ocp.CheckpointManager(
+            self.directory, options=options, item_handlers=handlers
+        ) as reader:
+            device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+            target = jax.tree.map(
+                lambda leaf: (
+                    jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device)
+                    if hasattr(leaf, "shape") and hasattr(leaf, "dtype")
+                    else leaf
+                ),
+                reader.item_metadata(step)["state"],
+            )
+            args = ocp.args.Composite(
+                state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()
+            )
+            restored = reader.restore(step, args=args)
         return restored["state"], restored["meta"]
 
     def close(self) -> None:

@@ -1,6 +1,7 @@
 """Pre-trained unimodal encoders, frozen or fine-tuned (config.model.encoders)."""
 
 import re
+import shutil
 
 import jax
 import numpy as np
@@ -104,8 +105,11 @@ def test_encoders_are_read_from_another_run_by_modality_name(source_run, tmp_pat
 def test_a_source_run_that_does_not_fit_is_named(source_run, tmp_path):
     workdir, _ = source_run
     where = f"model.encoders.init_from={str(workdir)!r}"
+    differ = f"{where}: modality 'x1': the branches differ in architecture: "
     cases = [
-        ({"encoder_dim": 8}, f"{where}: modality 'x1': encoders/0/layers/1/bias has shape (8,)"),
+        ({"encoder_dim": 8}, differ + "encoders/0/layers/1/bias (8,) here, (16,) there;"),
+        # the first two layers line up in shape, the third has no counterpart there
+        ({"encoder_hidden": (32, 16)}, differ + "encoders/0/layers/2/bias (16,) here, absent"),
         ({"kind": "late"}, f"{where}: its model.kind is 'intermediate', this run's 'late'"),
     ]
     for changes, message in cases:
@@ -120,7 +124,20 @@ def test_a_source_run_that_does_not_fit_is_named(source_run, tmp_path):
     config.data.options.widths = (16, 16, 16)
     with pytest.raises(ValueError, match=r"modality x3 is not among its modalities \(x1, x2\)"):
         supervised.train_and_evaluate(config, str(tmp_path / "never"))
-    assert not (tmp_path / "never").exists()
+    no_checkpoints = tmp_path / "copied"
+    no_checkpoints.mkdir()
+    for name in ("config.json", "results.json"):
+        shutil.copy(workdir / name, no_checkpoints / name)
+    config = _config("finetune", init_from=str(no_checkpoints))
+    with pytest.raises(ValueError, match="it has no checkpoints/ folder to read its model from"):
+        supervised.train_and_evaluate(config, str(tmp_path / "never"))
+    assert not (tmp_path / "never").exists() and not (no_checkpoints / "checkpoints").exists()
+    # a fresh start in the source's own workdir would delete it first
+    config = _config("frozen", init_from=str(workdir))
+    config.resume = False
+    with pytest.raises(ValueError, match=r"is \(inside\) this run's workdir"):
+        supervised.train_and_evaluate(config, str(workdir))
+    assert (workdir / "results.json").exists()
 
 
 def test_late_fusion_pretrains_its_predictors(tmp_path):

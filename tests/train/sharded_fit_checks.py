@@ -18,7 +18,7 @@ import optax
 from flax import nnx
 
 from mmfuse import fusion, models
-from mmfuse.train import Checkpointer, fit, make_mesh
+from mmfuse.train import Checkpointer, fit, make_mesh, param_path
 
 N, STEPS = 256, 12
 
@@ -96,12 +96,26 @@ def main(mode, directory):
     elif mode == "save":
         result = run(directory / "run", mesh=make_mesh())
         np.savez(directory / "final.npz", *flat(result.params))
+        by_path = jax.tree_util.tree_flatten_with_path(result.params)[0]
+        np.savez(directory / "final_by_path.npz", **{param_path(p): v for p, v in by_path})
         checkpoints = Checkpointer(directory / "run" / "checkpoints")
         out["steps"] = list(checkpoints.all_steps())
     elif mode == "resume":
         # Forget the final checkpoint: the run resumes on this one device from step 6.
         import shutil
 
+        # the 8-device checkpoint also reads back as saved, without a target
+        with Checkpointer(directory / "run" / "checkpoints") as checkpointer:
+            state, _ = checkpointer.restore_saved(STEPS)
+        as_saved = {
+            param_path(p).removesuffix("/value"): np.asarray(v)
+            for p, v in jax.tree_util.tree_flatten_with_path(state["params"])[0]
+        }
+        final = np.load(directory / "final_by_path.npz")
+        out["as_saved_diff"] = max(
+            float(np.max(np.abs(as_saved[key] - final[key]))) for key in final.files
+        )
+        out["as_saved_paths_match"] = sorted(as_saved) == sorted(final.files)
         shutil.rmtree(directory / "run" / "checkpoints" / str(STEPS))
         result = run(directory / "run")
         saved = np.load(directory / "final.npz")

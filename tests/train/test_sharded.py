@@ -42,3 +42,5 @@ def test_a_checkpoint_saved_on_8_devices_restores_on_1_and_the_run_continues(tmp
     resumed = _check("resume", tmp_path, devices=1)
     assert resumed["step"] == 12
     assert resumed["diff"] < 1e-5
+    # Checkpointer.restore_saved reads it on one device too, without a target
+    assert resumed["as_saved_paths_match"] and resumed["as_saved_diff"] == 0.0
