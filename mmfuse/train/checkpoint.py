@@ -66,9 +66,7 @@ class Checkpointer:
           FileNotFoundError: there is no (such) checkpoint.
         """
         ocp = self._ocp
-        step = self.latest_step() if step is None else step
-        if step is None or step not in self._manager.all_steps():
-            raise FileNotFoundError(f"no checkpoint for step {step} in {self.directory}")
+        step = self._saved_step(step)
         abstract = jax.tree.map(_abstract, target)
         args = ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
@@ -88,9 +86,7 @@ class Checkpointer:
           FileNotFoundError: there is no (such) checkpoint.
         """
         ocp = self._ocp
-        step = self.latest_step() if step is None else step
-        if step is None or step not in self._manager.all_steps():
-            raise FileNotFoundError(f"no checkpoint for step {step} in {self.directory}")
+        step = self._saved_step(step)
         # the saved shapes and dtypes, placed on one local device (the saved shardings
         # may name devices this process does not have)
         handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
@@ -112,6 +108,13 @@ class Checkpointer:
             )
             restored = reader.restore(step, args=args)
         return restored["state"], restored["meta"]
+
+    def _saved_step(self, step: int | None) -> int:
+        """``step``, or the newest one if ``None``; a missing checkpoint is an error."""
+        step = self.latest_step() if step is None else step
+        if step is None or step not in self._manager.all_steps():
+            raise FileNotFoundError(f"no checkpoint for step {step} in {self.directory}")
+        return step
 
     def close(self) -> None:
         self._manager.close()
