@@ -133,9 +133,9 @@ def check_source_outside(cfg: ml_collections.ConfigDict, workdir: pathlib.Path) 
 
 def load_branches(
     model: nnx.Module, cfg: ml_collections.ConfigDict, modalities: Sequence[str]
-) -> dict[str, Any]:
+) -> None:
     """Copies each modality's branch from the finished run in ``cfg.encoders.init_from``
-    into ``model`` (in place), matched by modality name; returns what was read.
+    into ``model`` (in place), matched by modality name (``source_record``: what was read).
 
     The source is a finished ``supervised`` run of the same ``model.kind`` (its
     ``results.json`` names its modalities); its selected parameters (the best
@@ -203,7 +203,6 @@ def load_branches(
             return value.astype(np.asarray(leaf).dtype)
 
         nnx.update(branch, jax.tree_util.tree_map_with_path(read, params))
-    return source_record(cfg)
 
 
 def source_record(cfg: ml_collections.ConfigDict) -> dict[str, Any]:

@@ -55,7 +55,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if config.model.encoders.get("init_from"):  # read by run_config
         encoders = _pretrain.source_record(config.model)
     train.prepare_workdir(workdir, config.to_dict(), resume=config.resume, ignore=("resume",))
-    if encoders is None and _pretrain.check_encoders(config.model) != "joint":  # here, first
+    if encoders is None and config.model.encoders.mode != "joint":  # here, first (checked)
         encoders = _pretrain.pretrain(model, config, task, workdir / "pretrain")
     result = train.fit(
         model, loss_fn, train_data=task.splits["train"], workdir=workdir, **fit_kwargs

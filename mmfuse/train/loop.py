@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import numbers
 import os
 import pathlib
 import statistics
@@ -22,7 +21,7 @@ from flax import nnx
 
 from mmfuse.train.checkpoint import Checkpointer
 from mmfuse.train.metrics import MetricWriter
-from mmfuse.train.sampler import EpochSampler
+from mmfuse.train.sampler import EpochSampler, is_count
 from mmfuse.train.sharding import batch_sharding, put_batch, state_shardings
 
 PathLike = str | os.PathLike
@@ -80,11 +79,6 @@ def _tree_where(condition: jax.Array, new: Any, old: Any) -> Any:
     return jax.tree.map(lambda a, b: jnp.where(condition, a, b), new, old)
 
 
-def _is_count(value: Any) -> bool:
-    """An integer >= 1 (numpy's included; ``True`` is not a count)."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
-
-
 def check_fit_settings(
     *,
     num_steps: int,
@@ -105,9 +99,9 @@ def check_fit_settings(
     before anything (a workdir, a dataset) is prepared. The arguments are ``fit``'s,
     with ``num_examples`` the size of the training split if known.
     """
-    if not _is_count(num_steps):
+    if not is_count(num_steps):
         raise ValueError(f"num_steps must be an integer >= 1, got {num_steps!r}")
-    if not _is_count(batch_size):
+    if not is_count(batch_size):
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if num_examples is not None and batch_size > num_examples:
         raise ValueError(
@@ -121,7 +115,7 @@ def check_fit_settings(
         ("log_every", log_every),
         ("patience", patience),  # 0 would act as 1: a stop at the first evaluation
     ):
-        if value is not None and not _is_count(value):
+        if value is not None and not is_count(value):
             raise ValueError(f"{name} must be an integer >= 1 or None, got {value!r}")
     if mesh is not None:
         for name, axis in (("data_axis", data_axis), ("param_axis", param_axis)):

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
+
+
+def is_count(value: Any) -> bool:
+    """An integer >= 1 (numpy's included; ``True`` is not a count)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
 
 
 class EpochSampler:
@@ -26,8 +32,7 @@ class EpochSampler:
     """
 
     def __init__(self, num_examples: int, batch_size: int, seed: int):
-        integral = isinstance(batch_size, numbers.Integral) and not isinstance(batch_size, bool)
-        if not integral or batch_size < 1:
+        if not is_count(batch_size):
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if batch_size > num_examples:
             raise ValueError(
