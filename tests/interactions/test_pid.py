@@ -180,7 +180,7 @@ def test_float64_reaches_a_tight_certified_gap():
 
 
 @pytest.mark.parametrize("shape", [(10, 10, 4), (20, 20, 32)])
-def test_float32_dense_tables_converge_with_the_defaults(shape):
+def test_float32_dense_tables_converge_with_the_defaults(shape, optimized_compiles):
     # float32 rounding makes the objective rise by a few ulps now and then; that must
     # not restart the momentum (it stalled every one of these short of 1e-6 bits)
     rng = np.random.default_rng(1)

@@ -9,7 +9,7 @@ from tests.interactions.fns import normal
 N, C, RANK = 16384, 16, 2
 
 
-def test_sixteen_thousand_examples_never_hold_the_grid():
+def test_sixteen_thousand_examples_never_hold_the_grid(optimized_compiles):
     a, b = normal(50, (N, RANK)), normal(51, (N, RANK))
     p, q = normal(52, (RANK, C)), normal(53, (RANK, C))
 
