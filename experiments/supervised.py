@@ -60,8 +60,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     result = train.fit(
         model, loss_fn, train_data=task.splits["train"], workdir=workdir, **fit_kwargs
     )
-    if result.step_seconds is not None:
-        train.MetricWriter(workdir / "metrics.jsonl", resume_step=result.step).write(
+    metrics_path = workdir / "metrics.jsonl"
+    if result.step_seconds is not None and not any(
+        r["step"] == result.step and "train/step_seconds" in r
+        for r in train.read_metrics(metrics_path)
+    ):  # once, also when a run killed after its last checkpoint is resumed
+        train.MetricWriter(metrics_path, resume_step=result.step).write(
             result.step, **{"train/step_seconds": result.step_seconds}
         )
     results = {
@@ -88,7 +92,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         )
     train.write_json(workdir / "results.json", results)
     _plots.learning_curves(
-        train.read_metrics(workdir / "metrics.jsonl"),
+        train.read_metrics(metrics_path),
         workdir / "plots" / "learning_curves.png",
         title=f"{config.model.kind}/{config.model.fusion} on {task.name}",
     )

@@ -60,10 +60,11 @@ class FitResult:
       best_step: the step whose parameters were selected.
       best_metric: the monitored validation metric at ``best_step`` (or ``None``).
       stopped_early: whether patience ran out before ``num_steps``.
-      step_seconds: median wall-clock seconds of a train step, measured over the
-        logging intervals after the first (which compiles), without the time spent
-        evaluating and checkpointing; ``None`` if too few steps ran in this process
-        (e.g. a resumed run that was already finished).
+      step_seconds: median wall-clock seconds of a train step, measured over this
+        process's logging intervals after the first (which compiles), without the time
+        spent evaluating and checkpointing. It is saved with each checkpoint, so a
+        resumed run that measures nothing (e.g. one already finished) reports the
+        value saved with its checkpoint; ``None`` if no interval was ever measured.
     """
 
     model: nnx.Module
@@ -377,6 +378,8 @@ def fit(
                             meta = {**meta, "done": True}
                             saving = checkpointer is not None
             if saving:
+                if interval_seconds:
+                    meta = {**meta, "step_seconds": statistics.median(interval_seconds)}
                 checkpointer.save(step, state, meta)
             if evaluating or saving:  # step times leave out evaluation and checkpointing
                 last_time = time.perf_counter()
@@ -397,7 +400,9 @@ def fit(
         best_step=best_step,
         best_metric=meta["best_metric"],
         stopped_early=stopped_early,
-        step_seconds=statistics.median(interval_seconds) if interval_seconds else None,
+        step_seconds=(
+            statistics.median(interval_seconds) if interval_seconds else meta.get("step_seconds")
+        ),
     )
 
 

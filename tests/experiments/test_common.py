@@ -1,5 +1,7 @@
 """Config sections unpacked into library calls."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -331,3 +333,24 @@ def test_a_dataset_option_takes_any_form_the_dataset_accepts(monkeypatch):
     monkeypatch.setattr(_common, "load_task", lambda name, **kwargs: seen.update(kwargs))
     _common.task_from_config(config.data, ("train",))
     assert seen["options"] == {"uniqueness": (1.0, 0.0)}
+
+
+def test_a_run_killed_after_its_last_checkpoint_keeps_its_step_time(tmp_path):
+    from experiments import supervised as trainer
+    from mmfuse import train
+
+    config = supervised.get_config("additive")
+    config.train.update(num_steps=40, eval_every=20, checkpoint_every=20, log_every=10)
+    config.emap.enabled = False
+    trainer.train_and_evaluate(config, str(tmp_path))
+    metrics = tmp_path / "metrics.jsonl"
+    records = train.read_metrics(metrics)
+    (timed,) = [r for r in records if "train/step_seconds" in r]
+    assert timed["step"] == 40 and timed["train/step_seconds"] > 0
+    # killed after the final checkpoint, before the step time was written
+    metrics.write_text("".join(json.dumps(r) + "\n" for r in records if r is not timed))
+    (tmp_path / "results.json").unlink()
+    trainer.train_and_evaluate(config, str(tmp_path))
+    assert train.read_metrics(metrics) == records  # the saved step time, written once
+    trainer.train_and_evaluate(config, str(tmp_path))  # a rerun adds nothing
+    assert train.read_metrics(metrics) == records
