@@ -127,6 +127,11 @@ def load_task(
     ``uci_mfeat``), in the order given.
     """
     options = dict(options or {})
+    repeated = sorted({m for m in modalities or () if list(modalities).count(m) > 1})
+    if repeated:
+        raise ValueError(
+            f"{name}: modalities {tuple(modalities)} list {', '.join(repeated)} more than once"
+        )
 
     def load_splits() -> dict[str, dict[str, np.ndarray]]:
         return {
@@ -166,7 +171,9 @@ def standardized(task: Task, reference: str = "train") -> Task:
     """``task`` with each modality z-scored per feature by the ``reference`` split's statistics.
 
     Real views come in wildly different units (``uci_mfeat``'s morphological features
-    reach 10^4, its Fourier coefficients stay below 1); constant features stay at 0.
+    reach 10^4, its Fourier coefficients stay below 1). Statistics are computed in
+    float64; a feature constant on the reference split is only centred (it is 0 there),
+    since its float32 standard deviation is rounding error, not a scale.
     In sequences ``[N, T, d]`` the all-zero steps are padding: they are left out of the
     statistics and stay zero, so that the encoders still see them as padding.
     """
@@ -178,12 +185,13 @@ def standardized(task: Task, reference: str = "train") -> Task:
     ref = task.splits[reference]
     stats = {}
     for m in task.modalities:
-        real = ref[m][steps(ref[m])]  # [steps, d_m]
-        stats[m] = (real.mean(axis=0), real.std(axis=0))
+        real = ref[m][steps(ref[m])].astype(np.float64)  # [steps, d_m]
+        constant = real.min(axis=0) == real.max(axis=0)
+        stats[m] = (real.mean(axis=0), np.where(constant, 1.0, real.std(axis=0)))
     for split, arrays in task.splits.items():
         scaled = {}
-        for m, (mean, std) in stats.items():
-            z = (arrays[m] - mean) / np.where(std > 0, std, 1.0)
+        for m, (mean, scale) in stats.items():
+            z = (arrays[m] - mean) / scale
             scaled[m] = np.where(steps(arrays[m])[..., None], z, 0.0).astype(arrays[m].dtype)
         splits[split] = {**arrays, **scaled}
     return dataclasses.replace(task, splits=splits)
@@ -323,6 +331,32 @@ def check_count(key: str, value: Any, minimum: int) -> None:
         isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum
     ):
         raise ValueError(f"config.{key} must be an int >= {minimum}, got {value!r}")
+
+
+# jax keeps a seed's low 32 bits: 2**32 would initialize like 0
+SEED_LIMIT = 2**32
+
+
+def check_seeds(config: ml_collections.ConfigDict, where: str = "config") -> None:
+    """Checks every ``seed`` (an int) and ``seeds`` (ints) of a config, at any depth.
+
+    Each must lie in ``[0, 2**32)``: numpy's generators refuse negative seeds (only
+    once training has begun) and jax would silently wrap larger ones. ``None`` (a
+    dataset's default seed) passes.
+    """
+    for key, value in config.items():
+        if isinstance(value, ml_collections.ConfigDict):
+            check_seeds(value, f"{where}.{key}")
+        elif key in ("seed", "seeds") and value is not None:
+            listed = key == "seeds" and isinstance(value, (list, tuple))
+            for i, seed in enumerate(value if listed else (value,)):
+                if not (
+                    isinstance(seed, (int, np.integer))
+                    and not isinstance(seed, bool)
+                    and 0 <= seed < SEED_LIMIT
+                ):
+                    name = f"{where}.{key}" + (f"[{i}]" if listed else "")
+                    raise ValueError(f"{name} must be an int in [0, 2**32), got {seed!r}")
 
 
 def check_model(build: Callable[[], nnx.Module], where: str) -> None:

@@ -245,6 +245,7 @@ def format_table(summaries: Mapping[str, Mapping[str, Any]], row_names: list[str
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     workdir = pathlib.Path(workdir)
+    _common.check_seeds(config)
     check_config(config)
     writer = _common.open_run(config, workdir)
     summaries = {}

@@ -321,6 +321,7 @@ def tables(
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains the zoo (skipping finished runs); returns (and writes) the aggregate."""
     workdir = pathlib.Path(workdir)
+    _common.check_seeds(config)
     datasets = [parse_dataset(s) for s in unique_specs("datasets", config.datasets)]
     models = [parse_model(s) for s in unique_specs("models", config.models)]
     seeds = [int(s) for s in unique_specs("seeds", config.seeds)]

@@ -255,6 +255,7 @@ def group_lines_figure(
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Fits the three regressions by OLS and by fusion operators; returns (and writes) results."""
+    _common.check_seeds(config)
     seeds = tuple(int(s) for s in config.data.seeds)
     if not seeds:
         raise ValueError("config.data.seeds: give at least one dataset seed")

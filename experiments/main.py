@@ -107,18 +107,25 @@ def read_recorded_config(workdir: pathlib.Path) -> str | None:
 def forget_unstarted_run(workdir: pathlib.Path, recorded: str | None) -> None:
     """Removes the ``config.json`` this run recorded (it differs from ``recorded``, what
     the workdir held before) before its config was found bad, so that the corrected
-    command is not refused as "a run of another configuration". Anything else the run
-    wrote (a checkpoint, a record) keeps the workdir as it is; a ``config.json`` the run
-    did not write (its config was found bad first) stays too."""
+    command is not refused as "a run of another configuration"; so are the empty files
+    and folders it opened (``metrics.jsonl``, ``checkpoints/``). Anything the run wrote
+    (a checkpoint, a record) keeps the workdir as it is; a ``config.json`` the run did
+    not write (its config was found bad first) stays too."""
     from mmfuse.train.workdir import RUN_OUTPUTS
 
     if read_recorded_config(workdir) == recorded:
         return
-    metrics = workdir / "metrics.jsonl"
-    started = any((workdir / name).exists() for name in RUN_OUTPUTS if name != metrics.name)
-    if started or (metrics.exists() and metrics.stat().st_size):
+    outputs = [workdir / name for name in RUN_OUTPUTS]
+    if any(
+        any(path.iterdir()) if path.is_dir() else path.exists() and path.stat().st_size > 0
+        for path in outputs
+    ):
         return
-    metrics.unlink(missing_ok=True)
+    for path in outputs:
+        if path.is_dir():
+            path.rmdir()
+        else:
+            path.unlink(missing_ok=True)
     (workdir / "config.json").unlink(missing_ok=True)
 
 

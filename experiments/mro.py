@@ -181,6 +181,7 @@ def format_table(summaries: dict[str, dict[str, Any]]) -> str:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     workdir = pathlib.Path(workdir)
+    _common.check_seeds(config)
     labels = check_config(config)
     writer = _common.open_run(config, workdir)
     summaries = {}

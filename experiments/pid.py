@@ -185,6 +185,7 @@ def format_tables(results: dict[str, Any], models: list[str]) -> str:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     workdir = pathlib.Path(workdir)
+    _common.check_seeds(config)
     check_config(config)
     writer = _common.open_run(config, workdir, ignore=("zoo_workdir",))
     if config.get("compilation_cache", False):

@@ -49,6 +49,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     workdir = pathlib.Path(workdir)
     # the config is checked (task, model, optimizer built) before the workdir is touched,
     # so that a bad config run with resume=False leaves the previous run in place
+    _common.check_seeds(config)
     _pretrain.check_source_outside(config.model, workdir)
     task, model, loss_fn, fit_kwargs = run_config(config)
     encoders = None

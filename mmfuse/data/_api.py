@@ -5,6 +5,7 @@ tensorflow_datasets and grain are imported inside these functions, on first use.
 
 from __future__ import annotations
 
+import numbers
 import os
 import pathlib
 import re
@@ -96,9 +97,12 @@ def _split_options(
     return build, read
 
 
+def _integer(value: Any) -> bool:
+    """An integer, numpy's included (``True`` is not one)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def _check_split(name: str, splits: Sequence[str], split: str | None) -> None:
-    if split is None:
-        return
     valid = (*splits, "all")
     parts = split.split("+") if isinstance(split, str) else [None]
     for part in parts:
@@ -125,7 +129,8 @@ def _open(
 ) -> tuple[Any, Any, tuple[str, ...]]:
     """Builds ``name`` if needed; returns its tfds data source(s), record view and modalities."""
     cls, config, read = _configure(name, overrides)
-    _check_split(name, cls.SPLITS, split)
+    if split is not None:  # None: every split (``info``)
+        _check_split(name, cls.SPLITS, split)
 
     import tensorflow_datasets as tfds
 
@@ -201,6 +206,8 @@ def load(
       FileNotFoundError: a required manual file is missing (saying where to put it and
         how to get it).
     """
+    if split is None:
+        _check_split(name, splits(name), split)  # None means every split to ``_open``
     source, view, modalities = _open(name, split, data_dir, manual_dir, options)
     rows = [view(record) for record in source.__getitems__(list(range(len(source))))]
     return {key: np.stack([row[key] for row in rows]) for key in (*modalities, "label")}
@@ -244,12 +251,16 @@ def batches(
     Returns:
       A ``grain.DatasetIterator`` yielding ``{modality: [B, ...], ..., "label": [B]}``.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if not _integer(batch_size) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if not 0 <= shard_index < shard_count:
+    if not _integer(shard_count) or shard_count < 1:
+        raise ValueError(f"shard_count must be a positive integer, got {shard_count!r}")
+    if not _integer(shard_index) or not 0 <= shard_index < shard_count:
         raise ValueError(f"need 0 <= shard_index < shard_count, got {shard_index}, {shard_count}")
-    if num_epochs is not None and num_epochs < 1:
-        raise ValueError(f"num_epochs must be >= 1 or None, got {num_epochs}")
+    if num_epochs is not None and (not _integer(num_epochs) or num_epochs < 1):
+        raise ValueError(f"num_epochs must be a positive integer or None, got {num_epochs!r}")
+    if split is None:
+        _check_split(name, splits(name), split)
     source, view, modalities = _open(name, split, data_dir, manual_dir, options)
 
     import grain

@@ -40,6 +40,8 @@ def test_unknown_split_lists_the_valid_ones_and_builds_nothing(data_dir):
         data.load("book_reviews", "test")
     with pytest.raises(ValueError, match="unknown split"):
         data.load("digits_halves", "train+tset")
+    with pytest.raises(ValueError, match=r"unknown split None; splits: train, validation"):
+        data.load("synthetic/xor", None, seed=123, **SMALL)
     assert not any((data_dir / "synthetic").glob("xor-seed123-*"))
 
 

@@ -101,3 +101,24 @@ def test_bad_iterator_arguments_raise(data_dir):
         _batches(data_dir, batch_size=200, drop_remainder=True)
     with pytest.raises(ValueError, match="unknown split"):
         data.batches("synthetic/mix", "eval", batch_size=4)
+    with pytest.raises(ValueError, match="unknown split None"):
+        data.batches("synthetic/mix", None, batch_size=4)
+    with pytest.raises(ValueError, match="shard_count must be a positive integer, got 2.0"):
+        _batches(data_dir, batch_size=4, shard_count=2.0)
+    with pytest.raises(ValueError, match="num_epochs must be a positive integer or None, got 1.5"):
+        _batches(data_dir, batch_size=4, num_epochs=1.5)
+    with pytest.raises(ValueError, match="batch_size must be a positive integer, got True"):
+        _batches(data_dir, batch_size=True)
+
+
+def test_numpy_integers_are_accepted_as_sizes_and_counts(data_dir):
+    batches = list(
+        _batches(
+            data_dir,
+            batch_size=np.int64(8),
+            shard_index=np.int32(1),
+            shard_count=np.int64(3),
+            num_epochs=np.int64(1),
+        )
+    )
+    assert [len(b["label"]) for b in batches] == [8, 8, 8, 8, 2]  # 34 of the 103 examples

@@ -106,6 +106,34 @@ def test_a_train_loop_setting_is_checked_before_the_previous_run_is_discarded(na
     _refused_before_the_previous_run_is_discarded(name, trainer, config, message, tmp_path)
 
 
+SEEDS = {  # a seed each trainer reads, set out of range
+    "supervised": ("seed", -1, "config.seed must be an int in [0, 2**32), got -1"),
+    "emap_table": ("seeds", (0, 2**32), "config.seeds[1] must be an int in [0, 2**32), got"),
+    "fusion_zoo": ("seeds", (-3,), "config.seeds[0] must be an int in [0, 2**32), got -3"),
+    "pid": ("seeds", (1.5,), "config.seeds[0] must be an int in [0, 2**32), got 1.5"),
+    "mro": ("seeds", (0, -1), "config.seeds[1] must be an int in [0, 2**32), got -1"),
+    "linear_case": ("seed", -2, "config.seed must be an int in [0, 2**32), got -2"),
+}
+
+
+@pytest.mark.parametrize("name", TRAINERS)
+def test_a_seed_out_of_range_is_named_before_the_previous_run_is_discarded(name, tmp_path):
+    # numpy refuses negative seeds only once training starts; jax wraps 2**32 to 0
+    trainer, make_config = TRAINERS[name]
+    config = make_config()
+    key, value, message = SEEDS[name]
+    with config.ignore_type():
+        config[key] = value
+    _refused_before_the_previous_run_is_discarded(name, trainer, config, message, tmp_path)
+
+
+def test_dataset_seeds_are_checked_too():
+    config = linear_config.get_config("quick")
+    config.data.seeds = (0, -1)
+    with pytest.raises(ValueError, match=re.escape("config.data.seeds[1] must be an int in")):
+        linear_case.train_and_evaluate(config, "/nonexistent/never-written")
+
+
 def _with(**changes):
     config = quickstart.get_config("tiny")
     for key, value in changes.items():

@@ -326,6 +326,26 @@ def test_standardizing_sequences_leaves_padding_zero_and_out_of_the_statistics()
     np.testing.assert_allclose(z[real].std(0), 1, rtol=1e-5)
 
 
+def test_a_feature_constant_in_the_train_split_is_centred_not_blown_up():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1400, 3)).astype(np.float32)
+    x[:, 1] = 0.7  # its float32 standard deviation is rounding error, about 6e-8
+    test = x[:4].copy()
+    test[0, 1] = 0.8
+    labels = np.zeros(1400, np.int64)
+    splits = {"train": {"a": x, "label": labels}, "test": {"a": test, "label": labels[:4]}}
+    task = _common.standardized(_common.Task("toy", ("a",), splits, num_classes=2))
+    assert not task.splits["train"]["a"][:, 1].any()
+    np.testing.assert_allclose(task.splits["test"]["a"][:, 1], [0.1, 0, 0, 0], atol=1e-6)
+    np.testing.assert_allclose(task.splits["train"]["a"][:, 0].std(), 1, rtol=1e-5)
+
+
+def test_a_modality_listed_twice_is_refused_before_loading(monkeypatch):
+    monkeypatch.setattr(_common.data, "load", lambda *a, **k: pytest.fail("loaded"))
+    with pytest.raises(ValueError, match=r"\('x1', 'x1'\) list x1 more than once"):
+        _common.load_task("synthetic/xor", modalities=("x1", "x1"))
+
+
 def test_a_dataset_option_takes_any_form_the_dataset_accepts(monkeypatch):
     config = supervised.get_config("tensor,synthetic/additive")
     config.data.options.uniqueness = (1.0, 0.0)  # a float by default: one weight for all

@@ -55,6 +55,27 @@ def test_a_config_found_bad_does_not_claim_the_new_workdir(tmp_path, data_dir):
     assert out.returncode != 0 and "unknown kind 'bogus'" in out.stderr
 
 
+def test_a_run_failing_before_its_first_checkpoint_leaves_nothing_behind(tmp_path):
+    from experiments.main import forget_unstarted_run
+
+    def opened(workdir):  # what a run does before training: its config and empty outputs
+        (workdir / "checkpoints").mkdir(parents=True)
+        (workdir / "metrics.jsonl").touch()
+        (workdir / "config.json").write_text('{"seed": -1}')
+
+    opened(tmp_path / "a")
+    forget_unstarted_run(tmp_path / "a", None)
+    assert not any((tmp_path / "a").iterdir())
+    opened(tmp_path / "b")  # a checkpoint was written: the run stays
+    (tmp_path / "b" / "checkpoints" / "50").mkdir()
+    forget_unstarted_run(tmp_path / "b", None)
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == [
+        "checkpoints",
+        "config.json",
+        "metrics.jsonl",
+    ]
+
+
 def test_a_bad_config_with_resume_false_leaves_the_recorded_config(tmp_path, data_dir):
     # a workdir holding only a config.json (a run that wrote nothing else yet)
     previous = {"trainer": "emap_table", "seed": 7}
