@@ -103,9 +103,11 @@ def test_bad_iterator_arguments_raise(data_dir):
         data.batches("synthetic/mix", "eval", batch_size=4)
     with pytest.raises(ValueError, match="unknown split None"):
         data.batches("synthetic/mix", None, batch_size=4)
-    with pytest.raises(ValueError, match="shard_count must be a positive integer, got 2.0"):
+    with pytest.raises(ValueError, match=r"shard_count must be a positive integer, got 2\.0"):
         _batches(data_dir, batch_size=4, shard_count=2.0)
-    with pytest.raises(ValueError, match="num_epochs must be a positive integer or None, got 1.5"):
+    with pytest.raises(
+        ValueError, match=r"num_epochs must be a positive integer or None, got 1\.5"
+    ):
         _batches(data_dir, batch_size=4, num_epochs=1.5)
     with pytest.raises(ValueError, match="batch_size must be a positive integer, got True"):
         _batches(data_dir, batch_size=True)
