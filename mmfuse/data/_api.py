@@ -138,16 +138,28 @@ def _open(
     manual = root / "downloads" / "manual" if manual_dir is None else pathlib.Path(manual_dir)
     manual = manual.expanduser()
     preset = any(c.name == config.name for c in cls.BUILDER_CONFIGS)
-    builder = tfds.builder(
-        cls.name,
-        data_dir=os.fspath(root),
-        config=config.name if preset else config,
-        file_format="array_record",
-        manual_dir=manual,
-    )
+
+    def make_builder() -> Any:
+        return tfds.builder(
+            cls.name,
+            data_dir=os.fspath(root),
+            config=config.name if preset else config,
+            file_format="array_record",
+            manual_dir=manual,
+        )
+
+    builder = make_builder()
+    # a build from another version of a user-supplied file is replaced, not read stale
+    stale = builder.is_prepared() and builder.is_stale()
+    mode = tfds.download.GenerateMode
     builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual))
+        download_config=tfds.download.DownloadConfig(
+            manual_dir=os.fspath(manual),
+            download_mode=mode.REUSE_CACHE_IF_EXISTS if stale else mode.REUSE_DATASET_IF_EXISTS,
+        )
     )
+    if stale:  # read the new build's info
+        builder = make_builder()
     # tfds fails obscurely on an empty slice ("train[:0]") or a reversed one ("train[5:2]")
     if split is not None and builder.info.splits[split].num_examples <= 0:
         raise ValueError(f"{name}: split {split!r} selects no examples")

@@ -104,6 +104,46 @@ def test_missing_file_says_where_to_put_it_and_how_to_get_it(tmp_path):
     assert data.load("cmu_mosi", data_dir=tmp_path / "tfds")["label"].shape == (10,)
 
 
+@pytest.mark.parametrize("content", [b"not a pickle", None], ids=["foreign", "truncated"])
+def test_a_file_that_is_no_pickle_is_named(tmp_path, content):
+    manual = write_pickle(tmp_path / "manual", aligned_pickle())
+    path = manual / "mosi_data.pkl"
+    path.write_bytes(content if content is not None else path.read_bytes()[:-100])
+    with pytest.raises(ValueError, match=rf"{path} is not a readable pickle \((Unpickling|EOF)"):
+        data.load("cmu_mosi", data_dir=tmp_path / "tfds", manual_dir=manual)
+
+
+def test_a_changed_source_file_is_rebuilt_not_read_stale(tmp_path, monkeypatch):
+    from mmfuse.data.builders.cmu_mosi import CmuMosi
+
+    builds = []
+    generate = CmuMosi.generate
+    monkeypatch.setattr(
+        CmuMosi, "generate", lambda self, *a: builds.append(1) or generate(self, *a)
+    )
+    a = aligned_pickle(seed=1)
+    b = aligned_pickle(seed=2, sizes=(7, 3, 3))
+    folder_a = write_pickle(tmp_path / "a", a)
+    folder_b = write_pickle(tmp_path / "b", b)
+
+    def labels(folder):
+        loaded = data.load("cmu_mosi", data_dir=tmp_path / "tfds", manual_dir=folder)
+        return loaded["label"]
+
+    def score(content):
+        return content["train"]["labels"].reshape(-1)
+
+    np.testing.assert_array_equal(labels(folder_a), score(a))
+    np.testing.assert_array_equal(labels(folder_a), score(a))
+    assert len(builds) == 1  # an unchanged file: the build is read
+    np.testing.assert_array_equal(labels(folder_b), score(b))  # another manual_dir
+    assert len(builds) == 2
+    c = aligned_pickle(seed=3)
+    write_pickle(folder_b, c)  # the file replaced in place
+    np.testing.assert_array_equal(labels(folder_b), score(c))
+    assert len(builds) == 3
+
+
 def _broken(change):
     content = aligned_pickle(seed=6)
     change(content)
@@ -139,6 +179,14 @@ def _out_of_range(content):
     content["train"]["labels"][7] = 3.5
 
 
+def _empty(content):
+    content["test"] = {key: value[:0] for key, value in content["test"].items()}
+
+
+def _scalar_id(content):
+    content["train"]["id"] = 5
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -150,6 +198,8 @@ def _out_of_range(content):
         (_nan, r"valid/vision example 2 has NaN"),
         (_wide, r"train/vision has shape \(10, 6, 21\).*vision_dim"),
         (_out_of_range, r"train/labels example 7 is 3.5, outside \[-3, 3\]"),
+        (_empty, r"pickle mosi_data.pkl: test has no examples"),
+        (_scalar_id, r"train/id is a int, not one id per example"),
     ],
 )
 def test_malformed_pickles_name_the_key_and_example(tmp_path, change, message):

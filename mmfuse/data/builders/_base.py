@@ -194,6 +194,27 @@ class ArrayBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         """Extra metadata known before generation."""
         return {}
 
+    def source_file(self, params: Mapping[str, Any]) -> pathlib.Path | None:
+        """The user-supplied file the data is built from, if any (``manual_dir`` builders).
+
+        Its fingerprint is stored with the build; a build whose file has changed since
+        (another ``manual_dir``, a replaced file) is rebuilt rather than read stale.
+        """
+        return None
+
+    def source_fingerprint(self) -> dict[str, Any] | None:
+        """Where the source file is, its size and modification time; None if there is none."""
+        path = self.source_file(self.params)
+        if path is None or not path.is_file():
+            return None
+        stat = path.stat()
+        return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+    def is_stale(self) -> bool:
+        """Whether the stored build was made from another version of the source file."""
+        current = self.source_fingerprint()
+        return current is not None and self.info.metadata.get("source") != current
+
     @classmethod
     def view(
         cls, params: Mapping[str, Any], read: Mapping[str, Any], metadata: Mapping[str, Any]
@@ -223,7 +244,10 @@ class ArrayBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         )
 
     def _split_generators(self, dl_manager: Any) -> dict[str, Iterator[tuple[int, Record]]]:
+        source = self.source_fingerprint()  # before reading: a file replaced meanwhile is stale
         splits = self.generate(self.params, dl_manager)
+        if source is not None:
+            self.info.metadata["source"] = source
         return {split: self._generate_examples(splits[split]) for split in self.SPLITS}
 
     def _generate_examples(self, columns: Columns) -> Iterator[tuple[int, dict[str, Any]]]:

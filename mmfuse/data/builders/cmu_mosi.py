@@ -40,6 +40,7 @@ References:
 
 from __future__ import annotations
 
+import pathlib
 import pickle
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
@@ -92,6 +93,8 @@ def _ids(value: Any, n: int, where: str) -> list[str]:
     def text(part: Any) -> str:
         return part.decode("utf-8", "replace") if isinstance(part, bytes) else str(part)
 
+    if not isinstance(value, (Sequence, np.ndarray)) or isinstance(value, (str, bytes)):
+        raise ValueError(f"{where} is a {type(value).__name__}, not one id per example")
     ids = []
     for item in value:
         parts = np.asarray(item, dtype=object).reshape(-1)
@@ -126,6 +129,8 @@ def check_split(
             raise ValueError(f"{name}: key {key!r} is missing (keys: {', '.join(map(str, split))})")
     arrays = {key: _stack(split[key], f"{name}/{key}") for key in (*MODALITIES, "labels")}
     n, steps = len(arrays["text"]), None
+    if n == 0:
+        raise ValueError(f"{name} has no examples")
     for key, array in arrays.items():
         if len(array) != n:
             raise ValueError(
@@ -171,13 +176,23 @@ def check_split(
 
 
 def read_pickle(path: Any) -> Any:
-    """Unpickles the features file (Python 2 pickles too)."""
+    """Unpickles the features file (Python 2 pickles too).
+
+    Raises:
+      ValueError: the file is not a pickle, or is cut short (naming the file).
+    """
     with open(path, "rb") as f:
         try:
-            return pickle.load(f)
-        except UnicodeDecodeError:
-            f.seek(0)
-            return pickle.load(f, encoding="latin1")
+            try:
+                return pickle.load(f)
+            except UnicodeDecodeError:
+                f.seek(0)
+                return pickle.load(f, encoding="latin1")
+        except Exception as error:  # unpickling a foreign file can raise almost anything
+            raise ValueError(
+                f"{path} is not a readable pickle ({type(error).__name__}: {error}); a "
+                "truncated download, or a file of another format?"
+            ) from error
 
 
 class _CmuBuilder(ArrayBuilder, skip_registration=True):
@@ -257,8 +272,11 @@ class _CmuBuilder(ArrayBuilder, skip_registration=True):
             "train/valid/test."
         )
 
+    def source_file(self, params: Mapping[str, Any]) -> pathlib.Path:
+        return self.manual_dir / params["filename"]
+
     def generate(self, params: Mapping[str, Any], dl_manager: Any) -> dict[str, Columns]:
-        path = self.manual_dir / params["filename"]
+        path = self.source_file(params)
         if not path.is_file():
             raise FileNotFoundError(self.missing_file_message(path))
         data = read_pickle(path)
