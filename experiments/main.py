@@ -66,6 +66,14 @@ def parse_flags(argv: list[str]) -> list[str]:
         hint = f"; {suggestion.strip()}" if suggestion.strip() else ""
         sys.exit(f"error: unknown config key {name!r}{where}; the config is locked{hint}")
     except (TypeError, ValueError, flags.Error) as error:
+        # get_config's own ValueError (e.g. an unknown variant) arrives wrapped in a flag
+        # error holding a traceback: its message alone says what is wrong
+        root = error
+        while root.__cause__ or root.__context__:
+            root = root.__cause__ or root.__context__
+        if root is not error and type(root) is ValueError:
+            given = [arg for arg in argv[1:] if arg.startswith("--config=")]
+            sys.exit(f"error: {given[-1] if given else '--config'}: {root}")
         sys.exit(f"error: bad flag or config override: {error}")
 
 

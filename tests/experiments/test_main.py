@@ -55,6 +55,17 @@ def test_a_config_found_bad_does_not_claim_the_new_workdir(tmp_path, data_dir):
     assert out.returncode != 0 and "unknown kind 'bogus'" in out.stderr
 
 
+def test_a_config_file_refusing_its_argument_says_why_in_one_line(tmp_path, data_dir):
+    config = "--config=configs/supervised.py:tensor,synthetic/xr"
+    out = run_main(config, f"--workdir={tmp_path}", data_dir=data_dir)
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert (
+        out.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"error: {config}: unknown dataset 'synthetic/xr'; datasets: book_reviews")
+    )
+
+
 def test_a_run_failing_before_its_first_checkpoint_leaves_nothing_behind(tmp_path):
     from experiments.main import forget_unstarted_run
 
