@@ -115,7 +115,7 @@ def _check_split(name: str, splits: Sequence[str], split: str | None) -> None:
 
 
 def _data_dir(data_dir: PathLike | None) -> pathlib.Path:
-    if data_dir is None:
+    if data_dir is None or data_dir == "":  # "" as unset, as a config's data.data_dir
         data_dir = os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets"
     return pathlib.Path(data_dir).expanduser()
 

@@ -140,6 +140,9 @@ def test_tfds_data_dir_is_the_default_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
     data.load("synthetic/xor", **SMALL, seed=77)
     assert any((tmp_path / "synthetic").glob("xor-seed77-*/1.0.0/*.array_record-*"))
+    monkeypatch.chdir(tmp_path / "synthetic")
+    data.load("synthetic/xor", **SMALL, seed=78, data_dir="")  # "" is unset, not "here"
+    assert any((tmp_path / "synthetic").glob("xor-seed78-*/1.0.0/*.array_record-*"))
 
 
 def test_every_dataset_builds_and_loads_without_tensorflow(tmp_path):
