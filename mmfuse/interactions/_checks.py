@@ -71,6 +71,16 @@ def check_positive_int(value: Any, option: str, name: str, minimum: int = 1) -> 
     return int(value)
 
 
+def _is_key(key: Any) -> bool:
+    """A typed PRNG key (``jax.random.key``) or a raw one (``jax.random.PRNGKey``: uint32[2])."""
+    dtype = getattr(key, "dtype", None)
+    if dtype is None:
+        return False
+    if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        return True
+    return dtype == jnp.uint32 and tuple(key.shape) == (2,)
+
+
 def check_mode(
     block_size: Any, num_samples: Any, key: Any, name: str
 ) -> tuple[int | None, int | None]:
@@ -81,6 +91,15 @@ def check_mode(
         num_samples = check_positive_int(num_samples, "num_samples", name, minimum=2)
         if key is None:
             raise ValueError(f"{name}: num_samples={num_samples} needs a PRNG key (key=...)")
+        if not _is_key(key):
+            given = (
+                f"an array of dtype {key.dtype} and shape {key.shape}"
+                if hasattr(key, "dtype")
+                else repr(key)
+            )
+            raise ValueError(
+                f"{name}: key must be a jax.random key, e.g. jax.random.key(0); got {given}"
+            )
     elif key is not None:
         raise ValueError(f"{name}: key is only used in Monte-Carlo mode; pass num_samples too")
     return block_size, num_samples

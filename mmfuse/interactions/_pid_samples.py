@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import jax.numpy as jnp
 import numpy as np
 
 from mmfuse.interactions._checks import check_positive_int
@@ -45,8 +46,11 @@ def _as_numpy(x: Any, what: str, name: str) -> np.ndarray:
             f"{name}: {what} must be an array [N] (discrete) or [N, d] (continuous) with "
             f"N >= 1, got shape {array.shape}"
         )
-    if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
-        raise ValueError(f"{name}: {what} must hold numbers, got dtype {array.dtype}")
+    if jnp.issubdtype(array.dtype, jnp.floating) and not np.issubdtype(array.dtype, np.floating):
+        array = array.astype(np.float32)  # bfloat16 and the other ml_dtypes floats
+    real = np.issubdtype(array.dtype, np.number) and not np.iscomplexobj(array)
+    if not (real or array.dtype == np.bool_):
+        raise ValueError(f"{name}: {what} must hold real numbers, got dtype {array.dtype}")
     return array
 
 
@@ -75,7 +79,9 @@ def _discretize(
     from sklearn.decomposition import PCA
 
     if pca_dims is not None and pca_dims < features.shape[1]:
-        features = PCA(n_components=pca_dims, random_state=seed).fit_transform(features)
+        # PCA finds at most N components
+        dims = min(pca_dims, features.shape[0])
+        features = PCA(n_components=dims, random_state=seed).fit_transform(features)
     clusters = KMeans(n_clusters=num_clusters, n_init=4, random_state=seed).fit_predict(features)
     # Renumber so that clusters k-means left empty take no code (and no joint row).
     return np.unique(clusters, return_inverse=True)[1].astype(np.int64)
@@ -96,8 +102,17 @@ def _labels(y: np.ndarray, label_bins: int | None, name: str) -> np.ndarray:
             )
         if not np.all(np.isfinite(y)):
             raise ValueError(f"{name}: y has {np.sum(~np.isfinite(y))} non-finite values")
-        edges = np.quantile(y, np.arange(1, label_bins) / label_bins)  # [k - 1]
-        labels = np.unique(np.searchsorted(edges, y, side="right"), return_inverse=True)[1]
+        values, index, counts = np.unique(y, return_inverse=True, return_counts=True)
+        index = index.reshape(-1)
+        if len(values) <= label_bins:  # each distinct value is a class
+            labels = index
+        else:
+            # cut between distinct values, as near the k-quantiles as ties allow: tied
+            # samples share a bin, so a value held by over 1/k of them makes fewer bins
+            below = np.cumsum(counts)[:-1] / y.size  # share at or below each cut
+            targets = np.arange(1, label_bins) / label_bins
+            cuts = np.unique(np.abs(below[None, :] - targets[:, None]).argmin(axis=1))
+            labels = np.searchsorted(cuts, index, side="left")  # cuts below each value
     if labels.max() == 0:
         raise ValueError(
             f"{name}: y has a single class; there is no information about a constant label "
@@ -126,13 +141,16 @@ def pid_from_samples(
     - discrete modalities (integer or boolean ``[N]`` or ``[N, 1]``): their distinct
       values are the codes;
     - continuous modalities (float ``[N]`` or ``[N, d]``): projected onto their first
-      ``pca_dims`` principal components (when d is larger), then clustered by k-means
+      ``pca_dims`` principal components (when d is larger; at most N), then clustered by k-means
       into ``num_clusters`` clusters; with at most ``num_clusters`` distinct points each
       point is its own cluster. Clusters left empty are dropped (codes are renumbered),
       so no empty row enters the joint.
 
     Labels are integer classes (their distinct values; at least two). Continuous
-    targets need ``label_bins=k``: k equal-frequency bins from the quantiles of y.
+    targets need ``label_bins=k``: k bins of equal frequency, cut between distinct
+    values of y at its k-quantiles. Tied values share a bin, so a target with at most
+    k distinct values keeps them as its classes, and a value held by more than 1/k of
+    the samples makes fewer bins.
 
     For a *model* PID, pass the model's predicted classes (e.g. ``argmax`` of its
     logits on the same examples) as ``y``; with the true labels it is the *dataset*

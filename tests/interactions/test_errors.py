@@ -78,6 +78,13 @@ def test_num_samples_needs_a_key():
         interactions.emap(FN, XS, num_samples=8)
     with pytest.raises(ValueError, match="only used in Monte-Carlo mode"):
         interactions.emap(FN, XS, key=jax.random.key(0))
+    with pytest.raises(ValueError, match=r"key must be a jax.random key, .*; got 0$"):
+        interactions.emap(FN, XS, num_samples=8, key=0)
+    with pytest.raises(ValueError, match=r"got an array of dtype float32 and shape \(2,\)"):
+        interactions.emap(FN, XS, num_samples=8, key=jnp.zeros(2))
+    typed = interactions.emap(FN, XS, num_samples=8, key=jax.random.key(3))
+    raw = interactions.emap(FN, XS, num_samples=8, key=jax.random.PRNGKey(3))  # legacy keys too
+    np.testing.assert_array_equal(typed, raw)
 
 
 @pytest.mark.parametrize(

@@ -63,6 +63,48 @@ def test_continuous_targets_need_label_bins():
     assert float(result.unique_1) > 5 * max(float(result.redundancy), float(result.unique_2))
 
 
+def test_tied_targets_keep_their_values_together_in_the_bins():
+    rng = np.random.default_rng(0)
+    x1, x2 = (rng.random(1000) < 0.3).astype(int), rng.integers(0, 2, 1000)
+    p = x1.mean()
+    h = -(p * np.log2(p) + (1 - p) * np.log2(1 - p))  # I(x1; y) = H(x1) for y = x1
+    results = []
+    for target in (x1.astype(float), 1.0 - x1):  # two values: each is its own class
+        result, counted = interactions.pid_from_samples(
+            x1, x2, target, label_bins=2, return_discretized=True
+        )
+        np.testing.assert_array_equal(counted.labels, np.unique(target, return_inverse=True)[1])
+        np.testing.assert_allclose(float(result.unique_1 + result.redundancy), h, atol=1e-4)
+        assert float(result.unique_1) > 0.8
+        results.append([float(v) for v in result[:4]])
+    np.testing.assert_allclose(results[0], results[1], atol=1e-5)  # the same information
+    # 60% zeros, the rest continuous: the zeros fill the lower bin alone
+    y = np.where(rng.random(1000) < 0.6, 0.0, rng.normal(size=1000) + 3)
+    _, two = interactions.pid_from_samples(x1, x2, y, label_bins=2, return_discretized=True)
+    np.testing.assert_array_equal(two.labels, (y != 0).astype(int))
+    _, four = interactions.pid_from_samples(x1, x2, y, label_bins=4, return_discretized=True)
+    counts = np.bincount(four.labels)
+    assert counts[0] == np.sum(y == 0) and len(counts) == 3  # the 3/4-quantile still cuts
+    assert abs(counts[0] + counts[1] - 750) <= 1
+
+
+def test_bfloat16_features_are_clustered_like_float32_and_pca_stays_below_n():
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(4)
+    x1 = rng.standard_normal((200, 3)).astype(np.float32)
+    x2, y = rng.integers(0, 2, 200), rng.integers(0, 2, 200)
+    low = jnp.asarray(x1, jnp.bfloat16)
+    _, as_bf16 = interactions.pid_from_samples(low, x2, y, return_discretized=True)
+    _, as_f32 = interactions.pid_from_samples(
+        np.asarray(low, np.float32), x2, y, return_discretized=True
+    )
+    np.testing.assert_array_equal(as_bf16.codes_1, as_f32.codes_1)
+    wide = rng.standard_normal((25, 50))  # 30 components asked, 25 samples
+    result = interactions.pid_from_samples(wide, x2[:25], y[:25], pca_dims=30, num_clusters=4)
+    assert np.isfinite(float(result.synergy))
+
+
 def test_fewer_distinct_points_than_clusters_gives_no_empty_cluster():
     rng = np.random.default_rng(3)
     x1 = rng.integers(0, 3, (N, 2)).astype(np.float32)  # 9 distinct points, 16 clusters
@@ -84,8 +126,9 @@ def test_fewer_distinct_points_than_clusters_gives_no_empty_cluster():
         ((np.zeros((5, 2, 2)), np.zeros(5, int), np.arange(5) % 2), r"x1 must be .*\(5, 2, 2\)"),
         ((np.zeros(5, int), np.full((5, 2), np.nan), np.arange(5) % 2), "x2 has 10 non-finite"),
         ((np.zeros(5, int), np.zeros(5, int), np.zeros((5, 2), int)), "label array"),
+        ((np.ones(5, complex), np.zeros(5, int), np.arange(5) % 2), "x1 must hold real numbers"),
     ],
-    ids=["lengths", "one_class", "rank", "nan", "label_rank"],
+    ids=["lengths", "one_class", "rank", "nan", "label_rank", "complex"],
 )
 def test_bad_samples_name_the_problem(args, match):
     with pytest.raises(ValueError, match=match):
