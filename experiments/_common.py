@@ -309,6 +309,11 @@ def build_model(
 
 
 def model_from_config(cfg: ml_collections.ConfigDict, task: Task, seed: int) -> nnx.Module:
+    for key in ("encoder_dim", "fused_dim"):  # named as the config has them
+        check_count(f"model.{key}", cfg[key], 1)
+    for key in ("encoder_hidden", "head_hidden"):
+        for i, width in enumerate(cfg[key]):
+            check_count(f"model.{key}[{i}]", width, 1)
     return build_model(
         cfg.kind,
         task.shapes(),

@@ -1,6 +1,7 @@
 """Config sections unpacked into library calls."""
 
 import json
+import re
 
 import jax
 import jax.numpy as jnp
@@ -338,6 +339,24 @@ def test_a_feature_constant_in_the_train_split_is_centred_not_blown_up():
     assert not task.splits["train"]["a"][:, 1].any()
     np.testing.assert_allclose(task.splits["test"]["a"][:, 1], [0.1, 0, 0, 0], atol=1e-6)
     np.testing.assert_allclose(task.splits["train"]["a"][:, 0].std(), 1, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("fused_dim", -1, "config.model.fused_dim must be an int >= 1, got -1"),
+        ("encoder_dim", 2.0, "config.model.encoder_dim must be an int >= 1, got 2.0"),
+        ("head_hidden", (32, 0), "config.model.head_hidden[1] must be an int >= 1, got 0"),
+    ],
+)
+def test_model_widths_are_named_by_their_config_key(key, value, message):
+    from experiments import supervised as trainer
+
+    config = supervised.get_config("tensor")
+    with config.ignore_type():
+        config.model[key] = value
+    with pytest.raises(ValueError, match=re.escape(message)):
+        trainer.run_config(config)
 
 
 def test_a_modality_listed_twice_is_refused_before_loading(monkeypatch):
