@@ -142,6 +142,9 @@ def test_a_changed_source_file_is_rebuilt_not_read_stale(tmp_path, monkeypatch):
     write_pickle(folder_b, c)  # the file replaced in place
     np.testing.assert_array_equal(labels(folder_b), score(c))
     assert len(builds) == 3
+    copy = write_pickle(tmp_path / "copy", c)  # the same contents elsewhere (another host)
+    np.testing.assert_array_equal(labels(copy), score(c))
+    assert len(builds) == 3
 
 
 def _broken(change):

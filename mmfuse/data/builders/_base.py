@@ -15,6 +15,7 @@ variant's defaults or a generator therefore needs a new ``VERSION``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import pathlib
@@ -94,6 +95,14 @@ def stratified_split(
         for part, chunk in zip(parts, np.split(rows, cuts), strict=True):
             part.append(chunk)
     return tuple(np.sort(np.concatenate(p)) for p in parts)
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    """The file's SHA-256 (``size`` and ``mtime_ns`` key the cache: a changed file is rehashed)."""
+    del size, mtime_ns
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 class ArrayBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -197,18 +206,23 @@ class ArrayBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     def source_file(self, params: Mapping[str, Any]) -> pathlib.Path | None:
         """The user-supplied file the data is built from, if any (``manual_dir`` builders).
 
-        Its fingerprint is stored with the build; a build whose file has changed since
+        Its fingerprint is stored with the build; a build from a file of other contents
         (another ``manual_dir``, a replaced file) is rebuilt rather than read stale.
         """
         return None
 
     def source_fingerprint(self) -> dict[str, Any] | None:
-        """Where the source file is, its size and modification time; None if there is none."""
+        """The source file's size and SHA-256, or None if there is no such file.
+
+        By contents, not by path or time: copies of one file on several hosts share a
+        build. Each version of a file is hashed once per process.
+        """
         path = self.source_file(self.params)
         if path is None or not path.is_file():
             return None
         stat = path.stat()
-        return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+        digest = _sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+        return {"size": stat.st_size, "sha256": digest}
 
     def is_stale(self) -> bool:
         """Whether the stored build was made from another version of the source file."""
@@ -248,6 +262,7 @@ class ArrayBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         splits = self.generate(self.params, dl_manager)
         if source is not None:
             self.info.metadata["source"] = source
+            self.info.metadata["source_path"] = str(self.source_file(self.params))
         return {split: self._generate_examples(splits[split]) for split in self.SPLITS}
 
     def _generate_examples(self, columns: Columns) -> Iterator[tuple[int, dict[str, Any]]]:
