@@ -68,10 +68,12 @@ def parse_flags(argv: list[str]) -> list[str]:
     except (TypeError, ValueError, flags.Error) as error:
         # get_config's own ValueError (e.g. an unknown variant) arrives wrapped in a flag
         # error holding a traceback: its message alone says what is wrong
-        root = error
-        while root.__cause__ or root.__context__:
-            root = root.__cause__ or root.__context__
-        if root is not error and type(root) is ValueError:
+        chain = [error]
+        while chain[-1].__cause__ or chain[-1].__context__:
+            chain.append(chain[-1].__cause__ or chain[-1].__context__)
+        root = chain[-1]
+        in_get_config = any("Error whilst parsing config file" in str(e) for e in chain)
+        if in_get_config and type(root) is ValueError:
             given = [arg for arg in argv[1:] if arg.startswith("--config=")]
             sys.exit(f"error: {given[-1] if given else '--config'}: {root}")
         sys.exit(f"error: bad flag or config override: {error}")
