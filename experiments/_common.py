@@ -578,6 +578,16 @@ def fit_settings(
         patience=config.train.get("patience"),
     )
     mesh = config.get("mesh")
+    if mesh is not None and not tuple(mesh.shape):  # one device: the mesh settings are unused
+        for key, unused in (
+            ("axes", tuple(mesh.axes) != ("data",)),
+            ("param_axis", mesh.get("param_axis") is not None),
+        ):
+            if unused:
+                raise ValueError(
+                    f"config.mesh.{key} is set but config.mesh.shape is empty (one device); "
+                    "give the mesh a shape, e.g. --config.mesh.shape=(2,4)"
+                )
     if mesh is not None and tuple(mesh.shape):
         axes = tuple(mesh.axes)
         settings.update(

@@ -31,10 +31,11 @@ EvalFn = Callable[[nnx.Module, Batch], dict[str, jax.Array]]
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or infinite; the checkpoints hold only earlier steps.
+    """The training loss, its gradient or the updated parameters became NaN or infinite;
+    the checkpoints hold only earlier steps.
 
     ``step`` counts as ``metrics.jsonl`` and the checkpoints do: the ``step``-th update,
-    whose loss was non-finite, was not applied, so the state of ``step - 1`` is good.
+    found non-finite, was not applied, so the state of ``step - 1`` is good.
     """
 
     def __init__(self, step: int, last_checkpoint: int | None, directory: str | None):
@@ -45,7 +46,9 @@ class NonFiniteLossError(FloatingPointError):
             if last_checkpoint is not None
             else "no checkpoint was written before it"
         )
-        super().__init__(f"training loss became non-finite at step {step}; {where}")
+        super().__init__(
+            f"training loss (or its gradient) became non-finite at step {step}; {where}"
+        )
 
 
 @dataclasses.dataclass
@@ -110,10 +113,11 @@ def check_fit_settings(
         )
     if mode not in ("min", "max"):
         raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+    if not is_count(log_every):
+        raise ValueError(f"log_every must be an integer >= 1, got {log_every!r}")
     for name, value in (
         ("eval_every", eval_every),
         ("checkpoint_every", checkpoint_every),
-        ("log_every", log_every),
         ("patience", patience),  # 0 would act as 1: a stop at the first evaluation
     ):
         if value is not None and not is_count(value):
@@ -164,10 +168,14 @@ def fit(
     rerun with the same arguments therefore continues from the newest checkpoint and
     finishes exactly as an uninterrupted run would; a finished run returns at once, and
     one resumed with a larger ``num_steps`` trains on to it (with the optimizer it is
-    given: a schedule over the old ``num_steps`` would not match). A run that patience
-    stopped stays stopped.
+    given: a schedule over the old ``num_steps`` would not match). It ends as a run
+    started with the larger ``num_steps`` when the old one is a multiple of
+    ``eval_every``; otherwise the old run's final evaluation is an extra one, which may
+    select other parameters and counts toward patience. A run that patience stopped
+    stays stopped, also one stopped at its last step.
 
-    A step whose loss is NaN or infinite leaves the parameters unchanged; the next
+    A step whose loss, gradient or updated parameters hold a NaN or an infinity leaves
+    the parameters unchanged; the next
     logging, evaluation or checkpoint boundary raises ``NonFiniteLossError`` naming the
     step, without writing a checkpoint, so the newest checkpoint is the last good one.
 
@@ -261,7 +269,12 @@ def fit(
         )
         updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
         new_params = optax.apply_updates(state["params"], updates)
+        # a finite loss can still have a NaN gradient (e.g. the norm of a zero vector):
+        # such an update would leave NaN parameters in the next checkpoint
         finite = jnp.isfinite(loss)
+        for tree in (grads, new_params):
+            for leaf in jax.tree.leaves(tree):
+                finite = finite & jnp.all(jnp.isfinite(leaf))
         first_bad = (state["nan_step"] < 0) & ~finite
         return {
             **state,

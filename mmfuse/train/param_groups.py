@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping
 from typing import Any
 
@@ -55,7 +56,8 @@ def scale_by_path(
     """
     paths = [param_path(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
     for prefix, factor in scales.items():
-        if not (isinstance(factor, int | float) and 0 <= factor < float("inf")):
+        real = isinstance(factor, numbers.Real) and not isinstance(factor, bool)
+        if not (real and 0 <= factor < float("inf")):
             raise ValueError(f"the factor of {prefix!r} must be finite and >= 0, got {factor!r}")
         if not any(_matches(p, prefix) for p in paths):
             groups = sorted({"/".join(p.split("/")[:2]) for p in paths})

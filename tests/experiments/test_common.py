@@ -37,6 +37,11 @@ def test_fit_arguments_are_checked_against_the_training_split():
 
 def test_an_empty_mesh_shape_trains_on_the_default_device():
     assert "mesh" not in _fit_kwargs()
+    # a setting the run would ignore is an error
+    with pytest.raises(ValueError, match=r"config.mesh.param_axis is set but config.mesh.shape"):
+        _fit_kwargs(param_axis="model")
+    with pytest.raises(ValueError, match=r"config.mesh.axes is set but config.mesh.shape is empty"):
+        _fit_kwargs(axes=("batch",))
 
 
 def test_a_mesh_shape_builds_the_mesh_and_names_its_axes():

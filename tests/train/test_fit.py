@@ -49,7 +49,7 @@ def evaluate(model, batch):
     return {"mse": jnp.mean((model(x)[:, 0] - batch["label"]) ** 2)}
 
 
-def run(workdir, data=None, **kwargs):
+def run(workdir, data=None, loss=loss_fn, **kwargs):
     data = make_data() if data is None else data
     defaults = dict(
         num_steps=60,
@@ -65,7 +65,7 @@ def run(workdir, data=None, **kwargs):
     )
     schedule = optax.cosine_decay_schedule(1e-2, 60)
     return fit(
-        make_model(), loss_fn, optax.adam(schedule), data, workdir=workdir, **{**defaults, **kwargs}
+        make_model(), loss, optax.adam(schedule), data, workdir=workdir, **{**defaults, **kwargs}
     )
 
 
@@ -129,6 +129,25 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
     assert [r["step"] for r in records if "train/loss" in r][:3] == [2, 4, 5]
 
 
+def test_a_nan_gradient_under_a_finite_loss_is_caught_before_it_is_checkpointed(tmp_path):
+    sampler = EpochSampler(N, 16, seed=3)
+    zeroed = sampler.indices(4)  # the 5th batch: step 5
+    data = make_data()
+    data["w"] = np.ones(N, np.float32)
+    data["w"][zeroed] = 0.0
+
+    def with_norm(model, batch, key):  # the norm of a zero vector has a NaN gradient
+        x = jnp.concatenate([batch["x1"], batch["x2"]], axis=-1)
+        residual = model(x)[:, 0] - batch["label"]
+        return jnp.mean(residual**2) + jnp.linalg.norm(batch["w"] * residual)
+
+    with pytest.raises(NonFiniteLossError, match="non-finite at step 5;") as info:
+        run(tmp_path, data=data, loss=with_norm, checkpoint_every=4)
+    assert info.value.last_checkpoint == 4
+    state, _ = Checkpointer(tmp_path / "checkpoints").restore_saved()
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(state["params"]))
+
+
 def test_patience_stops_early_and_keeps_the_best_parameters(tmp_path):
     result = run(
         tmp_path,
@@ -166,7 +185,8 @@ def test_bad_arguments_name_the_problem(tmp_path):
         ({"batch_size": True}, "batch_size must be a positive integer, got True"),
         ({"num_examples": 3}, r"batch_size 4 is larger than the training split \(3 examples\)"),
         ({"eval_every": 0}, "eval_every must be an integer >= 1 or None, got 0"),
-        ({"log_every": -1}, "log_every must be an integer >= 1 or None, got -1"),
+        ({"log_every": -1}, "log_every must be an integer >= 1, got -1"),
+        ({"log_every": None}, "log_every must be an integer >= 1, got None"),
         ({"mode": "best"}, "mode must be 'min' or 'max', got 'best'"),
         (
             {"mesh": "one", "data_axis": "batch"},

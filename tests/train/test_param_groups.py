@@ -60,7 +60,8 @@ def test_a_frozen_group_never_moves_and_keeps_no_optimizer_state():
 def test_a_scaled_group_moves_by_its_factor_times_the_plain_update():
     params = nnx.state(_model(), nnx.Param)
     sgd = optax.sgd(0.1)
-    new, _ = _steps(scale_by_path(sgd, {"head": 0.25, "fusion": 2.0}, params), params, 1)
+    factors = {"head": np.float32(0.25), "fusion": 2}  # numpy and Python numbers alike
+    new, _ = _steps(scale_by_path(sgd, factors, params), params, 1)
     before, after, plain = _paths(params), _paths(new), _paths(_steps(sgd, params, 1)[0])
     for path in before:
         factor = {"head": 0.25, "fusion": 2.0}.get(path.split("/")[0], 1.0)
@@ -95,3 +96,5 @@ def test_bad_groups_are_named():
         scale_by_path(optax.adam(1e-3), {"encoder": 0.0}, params)
     with pytest.raises(ValueError, match=r"the factor of 'head' must be finite and >= 0, got -1"):
         scale_by_path(optax.adam(1e-3), {"head": -1}, params)
+    with pytest.raises(ValueError, match=r"the factor of 'head' must be finite and >= 0, got True"):
+        scale_by_path(optax.adam(1e-3), {"head": True}, params)
