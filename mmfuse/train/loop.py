@@ -159,8 +159,11 @@ def fit(
 ) -> FitResult:
     """Trains ``model`` on in-memory arrays; resumes from ``workdir``'s newest checkpoint.
 
-    The model is split into ``(graphdef, params, rest)`` (``nnx.Param`` leaves are
-    trained, other variables are carried unchanged) and one ``jax.jit`` train step, with
+    The model is split into ``(graphdef, params, rest)``: ``nnx.Param`` leaves are
+    trained; the other variables (e.g. BatchNorm statistics, the counters of an
+    ``nnx.Rngs`` the model holds) keep what the loss's call of the model leaves in them,
+    and are checkpointed with the parameters (those of the best evaluation are returned
+    with its parameters). One ``jax.jit`` train step, with
     the train state donated, computes the loss, its gradient and the optimizer update.
     Batch ``s`` and the random key of step ``s`` are functions of ``(seed, s)`` only
     (``EpochSampler``; ``fold_in(key(seed), s)``), and the checkpoint holds the
@@ -243,12 +246,15 @@ def fit(
 
     sampler = EpochSampler(next(iter(sizes.values())), batch_size, seed)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    # Other variables (BatchNorm statistics, the counters of an nnx.Rngs) that the loss
+    # may update travel in the train state, so that they are checkpointed and resumed.
+    stateful = bool(jax.tree.leaves(rest))
     base_key = jax.random.key(seed)
 
     def init_state() -> dict[str, Any]:
         # Copies: the state is donated to the train step, and must not alias the
         # caller's model or itself.
-        return {
+        state = {
             "step": jnp.zeros((), jnp.int32),
             "params": jax.tree.map(jnp.copy, params),
             "opt_state": optimizer.init(params),
@@ -256,16 +262,28 @@ def fit(
             "loss_sum": jnp.zeros((), jnp.float32),
             "nan_step": jnp.full((), -1, jnp.int32),
         }
+        if stateful:
+            state["rest"] = jax.tree.map(jnp.copy, rest)
+            state["best_rest"] = jax.tree.map(jnp.copy, rest)
+        return state
 
-    def compute_loss(p: nnx.State, batch: Batch, key: jax.Array) -> tuple[jax.Array, Any]:
-        out = loss_fn(nnx.merge(graphdef, p, rest), batch, key)
-        loss, aux = out if isinstance(out, tuple) else (out, {})
-        return loss, aux
+    def variables(state: dict[str, Any], best: bool = False) -> nnx.State:
+        """The non-parameter variables of ``state`` (the best evaluation's with ``best``)."""
+        return state["best_rest" if best else "rest"] if stateful else rest
+
+    def compute_loss(
+        p: nnx.State, r: nnx.State, batch: Batch, key: jax.Array
+    ) -> tuple[jax.Array, nnx.State]:
+        # fresh variables, created under the gradient's trace, so that the model may update them
+        stepped = nnx.merge(graphdef, p, jax.tree.map(lambda x: x, r))
+        out = loss_fn(stepped, batch, key)
+        loss = out[0] if isinstance(out, tuple) else out
+        return loss, nnx.split(stepped, nnx.Param, ...)[2]
 
     def train_step(state: dict[str, Any], batch: Batch) -> dict[str, Any]:
         key = jax.random.fold_in(base_key, state["step"])
-        (loss, _), grads = jax.value_and_grad(compute_loss, has_aux=True)(
-            state["params"], batch, key
+        (loss, new_rest), grads = jax.value_and_grad(compute_loss, has_aux=True)(
+            state["params"], variables(state), batch, key
         )
         updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
         new_params = optax.apply_updates(state["params"], updates)
@@ -276,6 +294,8 @@ def fit(
             for leaf in jax.tree.leaves(tree):
                 finite = finite & jnp.all(jnp.isfinite(leaf))
         first_bad = (state["nan_step"] < 0) & ~finite
+        if stateful:
+            state = {**state, "rest": _tree_where(finite, new_rest, state["rest"])}
         return {
             **state,
             "step": state["step"] + 1,
@@ -314,7 +334,7 @@ def fit(
     jit_eval = (
         None
         if evaluate is None
-        else jax.jit(lambda p, data: evaluate(nnx.merge(graphdef, p, rest), data))
+        else jax.jit(lambda p, r, data: evaluate(nnx.merge(graphdef, p, r), data))
     )
 
     checkpointer = None if workdir is None else Checkpointer(pathlib.Path(workdir) / "checkpoints")
@@ -371,7 +391,10 @@ def fit(
                     writer.write(step, **{"train/loss": mean_loss})
                 bar.set_postfix(loss=f"{mean_loss:.4g}", refresh=False)
             if evaluating:
-                scores = {k: float(v) for k, v in jit_eval(state["params"], eval_data).items()}
+                scores = {
+                    k: float(v)
+                    for k, v in jit_eval(state["params"], variables(state), eval_data).items()
+                }
                 if writer is not None:
                     writer.write(step, **{f"eval/{k}": v for k, v in scores.items()})
                 if monitor is not None:
@@ -385,6 +408,8 @@ def fit(
                     if math.isfinite(value) and (best is None or sign * value < sign * best):
                         meta = {**meta, "best_metric": value, "best_step": step, "bad_evals": 0}
                         state = {**state, "best_params": jax.tree.map(jnp.copy, state["params"])}
+                        if stateful:
+                            state["best_rest"] = jax.tree.map(jnp.copy, state["rest"])
                     else:
                         meta = {**meta, "bad_evals": meta["bad_evals"] + 1}
                         if patience is not None and meta["bad_evals"] >= patience:
@@ -407,7 +432,7 @@ def fit(
     else:
         chosen, best_step = state["best_params"], int(meta["best_step"])
     return FitResult(
-        model=nnx.merge(graphdef, chosen, rest),
+        model=nnx.merge(graphdef, chosen, variables(state, best=monitor is not None)),
         params=chosen,
         step=int(state["step"]),
         best_step=best_step,

@@ -257,3 +257,55 @@ def test_step_seconds_leave_out_checkpointing_and_evaluation(tmp_path, monkeypat
     # every logging interval ends at a checkpoint, which would add 0.5 s / 5 to each step
     result = run(tmp_path, num_steps=30, log_every=5, checkpoint_every=5, eval_every=5)
     assert result.step_seconds is not None and result.step_seconds < 0.05
+
+
+class _Normalized(nnx.Module):
+    """A layer with BatchNorm statistics and dropout drawing from its own nnx.Rngs."""
+
+    def __init__(self):
+        self.norm = nnx.BatchNorm(2 * D, momentum=0.5, rngs=nnx.Rngs(0))
+        self.drop = nnx.Dropout(0.2, rngs=nnx.Rngs(dropout=1))
+        self.out = nnx.Linear(2 * D, 1, rngs=nnx.Rngs(2))
+
+    def __call__(self, x, train=True):
+        h = self.norm(x, use_running_average=not train)
+        return self.out(self.drop(h, deterministic=not train))
+
+
+def _stateful_run(workdir, **kwargs):
+    def loss(model, batch, key):
+        x = jnp.concatenate([batch["x1"], batch["x2"]], axis=-1) + 3.0  # mean 3 per feature
+        return jnp.mean((model(x)[:, 0] - batch["label"]) ** 2)
+
+    def score(model, batch):
+        x = jnp.concatenate([batch["x1"], batch["x2"]], axis=-1) + 3.0
+        return {"mse": jnp.mean((model(x, train=False)[:, 0] - batch["label"]) ** 2)}
+
+    settings = dict(num_steps=40, batch_size=16, evaluate=score, eval_data=make_data())
+    settings.update(eval_every=10, monitor="mse", checkpoint_every=10, progress=False)
+    model = _Normalized()
+    result = fit(model, loss, optax.adam(1e-2), make_data(), workdir=workdir, **settings, **kwargs)
+    return model, result
+
+
+def test_batch_statistics_and_rng_counters_are_trained_checkpointed_and_resumed(tmp_path):
+    model, full = _stateful_run(tmp_path / "full")
+    # the caller's model is untouched; the result's statistics moved to the data's mean
+    np.testing.assert_array_equal(model.norm.mean[...], 0.0)
+    assert np.all(np.abs(np.asarray(full.model.norm.mean[...]) - 3.0) < 0.5)
+    assert int(full.model.drop.rngs.count[...]) > 0
+    cut = tmp_path / "cut"  # killed after the checkpoint of step 20
+    shutil.copytree(tmp_path / "full", cut)
+    for step in Checkpointer(cut / "checkpoints").all_steps():
+        if step > 20:
+            shutil.rmtree(cut / "checkpoints" / str(step))
+    _, resumed = _stateful_run(cut)
+    assert resumed.best_step == full.best_step
+    for a, b in zip(
+        jax.tree.leaves(nnx.state(resumed.model)),
+        jax.tree.leaves(nnx.state(full.model)),
+        strict=True,
+    ):
+        if jnp.issubdtype(a.dtype, jax.dtypes.prng_key):
+            a, b = jax.random.key_data(a), jax.random.key_data(b)
+        np.testing.assert_array_equal(a, b)
