@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -93,6 +94,8 @@ def film(
       AAAI 2018.
     """
     cd = check_compute_dtype(compute_dtype, "film")
+    if isinstance(gamma_offset, numbers.Real):  # a traced (e.g. learned) offset passes
+        check_real(gamma_offset, "gamma_offset", "film")
     in_dims = [params["gamma_bias"].shape[0], *(k.shape[0] for k in params["gamma_kernels"])]
     xs = check_inputs(xs, in_dims, "film")
     x, conditioning = xs[0], xs[1:]

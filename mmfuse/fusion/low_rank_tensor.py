@@ -97,7 +97,7 @@ def low_rank_tensor(
       Liu et al., "Efficient Low-rank Multimodal Fusion with Modality-Specific Factors",
       ACL 2018.
     """
-    check_choice(append, APPEND_POSITIONS, "append_one", "low_rank_tensor")
+    check_choice(append, APPEND_POSITIONS, "append", "low_rank_tensor")
     cd = check_compute_dtype(compute_dtype, "low_rank_tensor")
     factors = params["factors"]
     xs = check_inputs(xs, [f.shape[1] - 1 for f in factors], "low_rank_tensor")

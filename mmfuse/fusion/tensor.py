@@ -57,7 +57,7 @@ def tensor_features(xs: Sequence[jax.typing.ArrayLike], *, append: str = "last")
     for inspection and for fitting the linear layer in closed form. Inputs are
     checked as ``tensor``'s (shared leading dims; integers become float32).
     """
-    check_choice(append, APPEND_POSITIONS, "append_one", "tensor")
+    check_choice(append, APPEND_POSITIONS, "append", "tensor_features")
     if isinstance(xs, (str, jax.Array, np.ndarray)) or not isinstance(xs, Sequence) or not xs:
         raise ValueError(
             "tensor_features: expected a non-empty sequence of modality arrays, got "
@@ -116,7 +116,7 @@ def tensor(
     References:
       Zadeh et al., "Tensor Fusion Network for Multimodal Sentiment Analysis", EMNLP 2017.
     """
-    check_choice(append, APPEND_POSITIONS, "append_one", "tensor")
+    check_choice(append, APPEND_POSITIONS, "append", "tensor")
     compute_dtype = check_compute_dtype(compute_dtype, "tensor")
     kernel = params["kernel"]
     in_dims = [s - 1 for s in kernel.shape[:-1]]

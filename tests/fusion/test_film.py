@@ -150,6 +150,15 @@ def test_bad_gamma_offset_raises_naming_the_option(gamma_offset):
         fusion.create("film", (3, 2), 3, rngs=nnx.Rngs(0), gamma_offset=gamma_offset)
 
 
+def test_the_functional_form_checks_a_numeric_offset_and_takes_a_traced_one():
+    params = F.init_film(jax.random.key(0), (3, 2), 3)
+    xs = [jnp.ones((2, 3)), jnp.ones((2, 2))]
+    with pytest.raises(ValueError, match=r"film: gamma_offset must be a finite number, got nan"):
+        F.film(params, xs, gamma_offset=float("nan"))
+    traced = jax.jit(lambda g: F.film(params, xs, gamma_offset=g))(jnp.float32(0.5))
+    np.testing.assert_allclose(traced, F.film(params, xs, gamma_offset=0.5), rtol=1e-6)
+
+
 def test_needs_a_conditioning_modality():
     with pytest.raises(ValueError, match="at least 2 modalities"):
         fusion.create("film", (3,), 3, rngs=nnx.Rngs(0))

@@ -102,3 +102,10 @@ def test_tensor_needs_two_modalities():
 def test_tensor_rejects_an_unknown_append_position():
     with pytest.raises(ValueError, match=r"append_one='middle' is not one of \('last', 'first'\)"):
         fusion.create("tensor", (3, 2), 2, append_one="middle", rngs=nnx.Rngs(0))
+    # the functional forms name their own argument
+    xs = [jnp.ones((1, 2)), jnp.ones((1, 3))]
+    with pytest.raises(ValueError, match=r"^tensor_features: append='middle' is not one of"):
+        F.tensor_features(xs, append="middle")
+    params = F.init_tensor(jax.random.key(0), (2, 3), 4)
+    with pytest.raises(ValueError, match=r"^tensor: append='middle' is not one of"):
+        F.tensor(params, xs, append="middle")

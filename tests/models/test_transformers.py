@@ -161,3 +161,13 @@ def test_bad_sizes_are_rejected_at_construction():
         build_bottleneck(positions="rotary")
     with pytest.raises(ValueError, match=r"in_dims\[1\] \(modality 1\) must be a positive int"):
         models.BottleneckFusion((3, 0), 2, rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("kind", ["EarlyFusionTransformer", "BottleneckFusion"])
+def test_parameters_and_outputs_stay_float32_under_x64(kind):
+    with jax.enable_x64(True):
+        model = getattr(models, kind)((4, 6), 2, d_model=8, num_heads=2, rngs=nnx.Rngs(0))
+        dtypes = {leaf.dtype for leaf in jax.tree.leaves(nnx.state(model, nnx.Param))}
+        assert dtypes == {jnp.dtype(jnp.float32)}
+        xs = [np.ones((3, 5, 4), np.float32), np.ones((3, 6), np.float16)]
+        assert model(xs).dtype == jnp.float32

@@ -6,6 +6,7 @@ Masks are boolean ``[B, T]`` with True for real tokens and False for padding.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,7 +26,8 @@ from mmfuse.models._checks import check_tokens
 
 POSITIONS = ("learned", "sinusoidal")
 POOLS = ("mean", "cls")
-EMBED_INIT = nnx.initializers.normal(0.02)
+# float32 like every other parameter, also under jax_enable_x64 (jnp.float_ is float64 there)
+EMBED_INIT = functools.partial(nnx.initializers.normal(0.02), dtype=jnp.float32)
 
 
 def check_transformer_sizes(
