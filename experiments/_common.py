@@ -330,11 +330,14 @@ def model_from_config(cfg: ml_collections.ConfigDict, task: Task, seed: int) -> 
     )
 
 
+def _is_int(value: Any) -> bool:
+    """A Python or numpy integer (``True`` is not one)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
 def check_count(key: str, value: Any, minimum: int) -> None:
     """Checks a config count: ``None`` (unset) or an int ``>= minimum``."""
-    if value is not None and (
-        isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum
-    ):
+    if value is not None and (not _is_int(value) or value < minimum):
         raise ValueError(f"config.{key} must be an int >= {minimum}, got {value!r}")
 
 
@@ -355,11 +358,7 @@ def check_seeds(config: ml_collections.ConfigDict, where: str = "config") -> Non
         elif key in ("seed", "seeds") and value is not None:
             listed = key == "seeds" and isinstance(value, (list, tuple))
             for i, seed in enumerate(value if listed else (value,)):
-                if not (
-                    isinstance(seed, (int, np.integer))
-                    and not isinstance(seed, bool)
-                    and 0 <= seed < SEED_LIMIT
-                ):
+                if not (_is_int(seed) and 0 <= seed < SEED_LIMIT):
                     name = f"{where}.{key}" + (f"[{i}]" if listed else "")
                     raise ValueError(f"{name} must be an int in [0, 2**32), got {seed!r}")
 

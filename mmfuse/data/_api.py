@@ -102,7 +102,7 @@ def _integer(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def _check_split(name: str, splits: Sequence[str], split: str | None) -> None:
+def _check_split(name: str, splits: Sequence[str], split: Any) -> None:
     valid = (*splits, "all")
     parts = split.split("+") if isinstance(split, str) else [None]
     for part in parts:
@@ -120,16 +120,21 @@ def _data_dir(data_dir: PathLike | None) -> pathlib.Path:
     return pathlib.Path(data_dir).expanduser()
 
 
+_EVERY_SPLIT = object()  # ``info``'s split: a dict of every split's data source
+
+
 def _open(
     name: str,
-    split: str | None,
+    split: Any,
     data_dir: PathLike | None,
     manual_dir: PathLike | None,
     overrides: Mapping[str, Any],
 ) -> tuple[Any, Any, tuple[str, ...]]:
     """Builds ``name`` if needed; returns its tfds data source(s), record view and modalities."""
     cls, config, read = _configure(name, overrides)
-    if split is not None:  # None: every split (``info``)
+    if split is _EVERY_SPLIT:
+        split = None  # tfds's "every split"
+    else:
         _check_split(name, cls.SPLITS, split)
 
     import tensorflow_datasets as tfds
@@ -183,7 +188,7 @@ def info(
     derived (e.g. class bins), so that results can cite them; ``.splits`` holds
     the split sizes, ``.citation`` the reference.
     """
-    sources, _, _ = _open(name, None, data_dir, manual_dir, options)
+    sources, _, _ = _open(name, _EVERY_SPLIT, data_dir, manual_dir, options)
     return next(iter(sources.values())).dataset_info
 
 
@@ -218,8 +223,6 @@ def load(
       FileNotFoundError: a required manual file is missing (saying where to put it and
         how to get it).
     """
-    if split is None:
-        _check_split(name, splits(name), split)  # None means every split to ``_open``
     source, view, modalities = _open(name, split, data_dir, manual_dir, options)
     rows = [view(record) for record in source.__getitems__(list(range(len(source))))]
     return {key: np.stack([row[key] for row in rows]) for key in (*modalities, "label")}
@@ -271,8 +274,6 @@ def batches(
         raise ValueError(f"need 0 <= shard_index < shard_count, got {shard_index}, {shard_count}")
     if num_epochs is not None and (not _integer(num_epochs) or num_epochs < 1):
         raise ValueError(f"num_epochs must be a positive integer or None, got {num_epochs!r}")
-    if split is None:
-        _check_split(name, splits(name), split)
     source, view, modalities = _open(name, split, data_dir, manual_dir, options)
 
     import grain
