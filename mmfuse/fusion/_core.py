@@ -14,6 +14,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from jax.custom_derivatives import SymbolicZero
 
@@ -78,9 +79,23 @@ def _is_positive_int(value: Any) -> bool:
     return is_int(value) and value >= 1
 
 
+def python_scalar(value: Any) -> Any:
+    """A concrete 0-d NumPy or JAX array (e.g. ``jnp.float32(0.1)``) as its Python
+    scalar, so that option checks treat it like the number it holds; anything else
+    (a traced value included) unchanged."""
+    if (
+        isinstance(value, (np.ndarray, np.generic, jax.Array))
+        and not isinstance(value, jax.core.Tracer)
+        and np.shape(value) == ()
+    ):
+        return value.item()
+    return value
+
+
 def check_real(value: Any, option: str, name: str, *, bound: str | None = None) -> float:
-    """A finite Python or NumPy real as a float, ``bound`` one of None, ``">= 0"``,
-    ``"> 0"``; raises naming the option."""
+    """A finite real (Python, NumPy or a concrete 0-d JAX array) as a float, ``bound``
+    one of None, ``">= 0"``, ``"> 0"``; raises naming the option."""
+    value = python_scalar(value)
     ok = (
         isinstance(value, numbers.Real)
         and not isinstance(value, bool)

@@ -22,6 +22,7 @@ from mmfuse.fusion._core import (
     check_inputs,
     lecun_normal,
     linear,
+    python_scalar,
 )
 from mmfuse.fusion._registry import register
 
@@ -258,6 +259,7 @@ class HardGatedFusion(FusionOperator):
         rngs: nnx.Rngs,
     ):
         self.estimator = check_choice(estimator, ESTIMATORS, "estimator", "hard_gated")
+        temperature = python_scalar(temperature)
         if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
             raise ValueError(
                 f"hard_gated: temperature must be a positive number, got {temperature!r}"

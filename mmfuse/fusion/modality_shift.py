@@ -29,6 +29,7 @@ from mmfuse.fusion._core import (
     check_real,
     lecun_normal,
     linear,
+    python_scalar,
 )
 from mmfuse.fusion._registry import register
 
@@ -247,6 +248,7 @@ def _check_scalars(**values: Any) -> None:
 
 def _check_rate(value) -> float:
     """A dropout rate in ``[0, 1)``; raises naming the option."""
+    value = python_scalar(value)
     if (
         isinstance(value, bool)
         or not isinstance(value, numbers.Real)

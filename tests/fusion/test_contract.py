@@ -167,3 +167,24 @@ def test_numpy_integer_sizes_are_accepted_as_ints(name):
     assert all(type(d) is int for d in (*op.in_dims, op.out_dim))
     with pytest.raises(ValueError, match=r"in_dims\[0\] \(modality 0\) must be a positive int"):
         fusion.create(name, (np.True_, *in_dims[1:]), 3, rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize(
+    ("name", "option", "value"),
+    [
+        ("modality_shift", "beta", 0.25),
+        ("modality_shift", "dropout", 0.25),
+        ("hard_gated", "temperature", 0.5),
+        ("film", "gamma_offset", 0.5),
+    ],
+)
+def test_real_options_accept_numpy_and_jax_scalars_as_the_number(name, option, value):
+    # e.g. a value computed with jnp, or read off an array: the option is the number
+    in_dims = SPECS[name]["in_dims"]
+    for scalar in (np.float32(value), jnp.float32(value), jnp.asarray(value)):
+        op = fusion.create(name, in_dims, 2, rngs=nnx.Rngs(0), **{option: scalar})
+        assert type(getattr(op, option)) is float
+        assert getattr(op, option) == pytest.approx(value)
+    for bad in (jnp.float32(jnp.nan), jnp.asarray([value, value]), jnp.asarray(True)):
+        with pytest.raises(ValueError, match=f"{name}: {option} must be"):
+            fusion.create(name, in_dims, 2, rngs=nnx.Rngs(0), **{option: bad})
