@@ -10,6 +10,7 @@ from flax import nnx
 from mmfuse import models
 from tests.models.zoo import (
     KINDS,
+    TRANSFORMER_SIZES,
     TRANSFORMERS,
     B,
     C,
@@ -171,3 +172,24 @@ def test_parameters_and_outputs_stay_float32_under_x64(kind):
         assert dtypes == {jnp.dtype(jnp.float32)}
         xs = [np.ones((3, 5, 4), np.float32), np.ones((3, 6), np.float16)]
         assert model(xs).dtype == jnp.float32
+
+
+def test_bottleneck_mean_pool_averages_only_the_modalities_present():
+    """One token per modality: each pooled token is a LayerNorm output (unit scale, zero
+    shift at init), so its features have variance 1 - up to eps. Through an identity
+    head the prediction's variance stays 1 when a modality is missing (all padding);
+    a zero vector standing in for it would halve the mean and quarter the variance."""
+    d_model = TRANSFORMER_SIZES["d_model"]
+    model = models.BottleneckFusion(
+        (3, 2), d_model, **{**TRANSFORMER_SIZES, "num_layers": 3}, rngs=nnx.Rngs(0)
+    )
+    model.head.kernel[...] = jnp.eye(d_model)
+    model.head.bias[...] = jnp.zeros(d_model)
+    xs = (normal(1, (B, 3)), normal(2, (B, 2)))  # [B, d_m]: one token each
+    missing = jnp.arange(B) == 0  # example 0 has no second modality
+    masks = (jnp.ones((B,), bool), ~missing)
+    y = jit_call(model, xs, masks=masks)  # [B, D]
+    np.testing.assert_allclose(np.var(y[0]), 1.0, rtol=1e-3)
+    assert np.all(np.var(y[1:], axis=-1) < 0.99)  # two unit vectors averaged: shorter
+    nothing = jit_call(model, xs, masks=(jnp.zeros((B,), bool), jnp.zeros((B,), bool)))
+    np.testing.assert_allclose(nothing, 0.0, atol=1e-6)  # no modality: the head's bias

@@ -39,7 +39,9 @@ class BottleneckFusion(RawTokenModel):
     learned initial tokens), hence ``fusion_layer ≤ num_layers − 2``.
 
     The output is the mean over modalities of each modality's pooled tokens, then a
-    linear head (equal to averaging per-modality linear predictions).
+    linear head (equal to averaging per-modality linear predictions). With mean
+    pooling, a modality whose tokens in an example are all padding is left out of
+    that example's mean (an example with none gets the head's bias).
 
     Args:
       in_dims: the raw token widths ``(d_1, ..., d_M)``.
@@ -176,5 +178,12 @@ class BottleneckFusion(RawTokenModel):
         for norm, s, v in zip(self.norms, seqs, valid, strict=True):
             x = norm(s)
             pooled.append(x[:, 0] if self.pool == "cls" else masked_mean(x, v))  # [B, D]
-        pooled = jnp.mean(jnp.stack(pooled), axis=0)  # [B, D]
+        if self.pool == "cls":
+            pooled = jnp.mean(jnp.stack(pooled), axis=0)  # [B, D]
+        else:
+            # A modality with no real tokens in an example (missing there) has nothing
+            # to pool: average the modalities present rather than let a zero vector
+            # stand in for it and shrink the others by (M - 1) / M.
+            present = jnp.stack([jnp.any(v, axis=-1) for v in valid], axis=1)  # [B, M]
+            pooled = masked_mean(jnp.stack(pooled, axis=1), present)  # [B, D]
         return dense(self.head, pooled, self.compute_dtype)  # [B, C]
