@@ -1,7 +1,7 @@
 """Checks of ``fit`` on a device mesh, run in a fresh process (see test_sharded.py).
 
     XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m tests.train.sharded_fit_checks \
-        {compare,save} DIR
+        {compare,stateful,save} DIR
     python -m tests.train.sharded_fit_checks resume DIR      # on one device
 
 Prints one JSON line of results.
@@ -70,6 +70,42 @@ def run(workdir=None, **kwargs):
     )
 
 
+class Normalized(nnx.Module):
+    """Non-Param state: BatchNorm statistics, and dropout drawing from its own nnx.Rngs."""
+
+    def __init__(self):
+        self.norm = nnx.BatchNorm(16, momentum=0.5, rngs=nnx.Rngs(0))
+        self.drop = nnx.Dropout(0.25, rngs=nnx.Rngs(dropout=1))
+        self.out = nnx.Linear(16, 2, rngs=nnx.Rngs(2))
+
+    def __call__(self, xs, train=True):
+        h = self.norm(jnp.concatenate(xs, axis=-1) + 3.0, use_running_average=not train)
+        return self.out(self.drop(h, deterministic=not train))
+
+
+def stateful_run(**kwargs):
+    def loss(m, batch, key):
+        logits = m((batch["x1"], batch["x2"]))
+        return optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+
+    def score(m, batch):
+        logits = m((batch["x1"], batch["x2"]), train=False)
+        return {"accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"])}
+
+    arrays = data()
+    settings = dict(num_steps=STEPS, batch_size=32, seed=1, evaluate=score, eval_data=arrays)
+    return fit(
+        Normalized(),
+        loss,
+        optax.adam(1e-2),
+        arrays,
+        **settings,
+        eval_every=6,
+        progress=False,
+        **kwargs,
+    )
+
+
 def flat(params):
     return [np.asarray(x) for x in jax.tree.leaves(params)]
 
@@ -93,6 +129,25 @@ def main(mode, directory):
             "sharded_specs": sorted(specs),
             "param_scale": max(float(np.max(np.abs(x))) for x in flat(single.params)),
         }
+    elif mode == "stateful":
+        single = stateful_run()
+        arrays = (nnx.Param, nnx.BatchStat, nnx.RngCount)  # not the keys
+        states = {"single": nnx.state(single.model, arrays)}
+        states["data_parallel"] = nnx.state(stateful_run(mesh=make_mesh()).model, arrays)
+        mesh_2x4 = make_mesh((2, 4), ("data", "model"))
+        states["mesh_2x4"] = nnx.state(
+            stateful_run(mesh=mesh_2x4, param_axis="model").model, arrays
+        )
+        out |= {
+            f"{name}_diff": max_diff(states["single"], state)
+            for name, state in states.items()
+            if name != "single"
+        }
+        out["mean_shift"] = float(np.max(np.abs(single.model.norm.mean[...])))
+        out["rng_count"] = int(single.model.drop.rngs.count[...])
+        out["same_rng_counts"] = (
+            len({int(s["drop"]["rngs"]["count"][...]) for s in states.values()}) == 1
+        )
     elif mode == "save":
         result = run(directory / "run", mesh=make_mesh())
         np.savez(directory / "final.npz", *flat(result.params))

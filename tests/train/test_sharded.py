@@ -36,6 +36,15 @@ def test_data_parallel_and_2x4_mesh_steps_equal_the_single_device_run(tmp_path):
     assert any("model" in spec for spec in result["sharded_specs"])  # parameters were split
 
 
+def test_batch_statistics_and_rng_counters_train_on_a_mesh_as_on_one_device(tmp_path):
+    # BatchNorm's batch mean is over the global batch, dropout's masks do not depend on
+    # how the batch is split, and the state that is not a Param follows param_axis too
+    result = _check("stateful", tmp_path, devices=8)
+    assert result["data_parallel_diff"] < 1e-5 and result["mesh_2x4_diff"] < 1e-5
+    assert abs(result["mean_shift"] - 3.0) < 0.5  # the running mean moved to the data's
+    assert result["rng_count"] == 12 and result["same_rng_counts"]  # one draw per step
+
+
 def test_a_checkpoint_saved_on_8_devices_restores_on_1_and_the_run_continues(tmp_path):
     saved = _check("save", tmp_path, devices=8)
     assert saved["steps"] == [6, 12]
