@@ -10,6 +10,7 @@ import pathlib
 import statistics
 import sys
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -57,11 +58,13 @@ class FitResult:
 
     Attributes:
       model: the model with the selected parameters (the best evaluation's when
-        ``evaluate`` and ``monitor`` are given, else the last step's).
+        ``evaluate`` and ``monitor`` are given, else the last step's; also the last
+        step's, with a warning, when the monitored metric was never finite).
       params: those parameters (``nnx.State``).
       step: the number of train steps taken.
       best_step: the step whose parameters were selected.
-      best_metric: the monitored validation metric at ``best_step`` (or ``None``).
+      best_metric: the monitored validation metric at ``best_step``; ``None`` without
+        a monitor or when it was never finite.
       stopped_early: whether patience ran out before ``num_steps``.
       step_seconds: median wall-clock seconds of a train step, measured over this
         process's logging intervals after the first (which compiles), without the time
@@ -427,12 +430,22 @@ def fit(
             checkpointer.close()
 
     stopped_early = bool(meta["done"]) and int(state["step"]) < num_steps
-    if monitor is None:
+    selected = monitor is not None and meta["best_metric"] is not None
+    if monitor is not None and not selected:
+        # (e.g. the correlation of constant predictions) best_params still holds the
+        # untrained initial values, which no evaluation chose: the last ones it is
+        warnings.warn(
+            f"fit: the monitored metric {monitor!r} was never finite; returning the "
+            f"parameters of the last step ({int(state['step'])})",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    if not selected:
         chosen, best_step = state["params"], int(state["step"])
     else:
         chosen, best_step = state["best_params"], int(meta["best_step"])
     return FitResult(
-        model=nnx.merge(graphdef, chosen, variables(state, best=monitor is not None)),
+        model=nnx.merge(graphdef, chosen, variables(state, best=selected)),
         params=chosen,
         step=int(state["step"]),
         best_step=best_step,

@@ -162,6 +162,15 @@ def test_patience_stops_early_and_keeps_the_best_parameters(tmp_path):
     assert max(r["step"] for r in records) == 30
 
 
+def test_a_monitor_that_is_never_finite_returns_the_last_parameters_with_a_warning(tmp_path):
+    last = run(tmp_path / "last", monitor=None)
+    with pytest.warns(RuntimeWarning, match=r"'mse' was never finite.*last step \(60\)"):
+        never = run(tmp_path / "never", evaluate=lambda m, b: {"mse": jnp.float32(jnp.nan)})
+    assert never.best_metric is None and never.best_step == never.step == 60
+    for a, b in zip(leaves(never.params), leaves(last.params), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_bad_arguments_name_the_problem(tmp_path):
     with pytest.raises(ValueError, match="monitor='mse' needs an evaluate"):
         run(None, evaluate=None)
