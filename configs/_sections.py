@@ -67,7 +67,8 @@ def train_section(
 def mesh_section() -> ml_collections.ConfigDict:
     """The device mesh to train on: e.g. ``shape=(8,)`` for data parallelism over 8
     devices, or ``shape=(2, 4)``, ``axes=("data", "model")``, ``param_axis="model"`` to also
-    split the parameters. An empty shape trains on the default device."""
+    split the parameters. Batches are split over the first axis other than
+    ``param_axis``. An empty shape trains on the default device."""
     mesh = ml_collections.ConfigDict()
     mesh.shape = ()
     mesh.axes = ("data",)

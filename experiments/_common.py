@@ -565,8 +565,9 @@ def fit_settings(
 
     Reads the config's ``train`` section (num_steps, batch_size, eval_every,
     checkpoint_every, log_every, patience) and, if present, ``mesh`` (``shape``,
-    ``axes``, ``param_axis``: train on a device mesh; an empty shape trains on the
-    default device). ``num_examples``: the training split's size, if known.
+    ``axes``, ``param_axis``: train on a device mesh, batches split over the first axis
+    other than ``param_axis``; an empty shape trains on the default device).
+    ``num_examples``: the training split's size, if known.
     """
     settings = dict(
         num_steps=config.train.num_steps,
@@ -588,11 +589,14 @@ def fit_settings(
                     "give the mesh a shape, e.g. --config.mesh.shape=(2,4)"
                 )
     if mesh is not None and tuple(mesh.shape):
-        axes = tuple(mesh.axes)
+        axes, param_axis = tuple(mesh.axes), mesh.get("param_axis")
+        # batches split over the first axis that does not split the parameters (on a
+        # one-axis mesh with param_axis set, that axis splits both)
+        data_axes = [axis for axis in axes if axis != param_axis] or axes[:1]
         settings.update(
             mesh=train.make_mesh(tuple(mesh.shape), axes),
-            data_axis=axes[0],
-            param_axis=mesh.get("param_axis"),
+            data_axis=data_axes[0],
+            param_axis=param_axis,
         )
     train.check_fit_settings(**settings, num_examples=num_examples)
     return settings

@@ -48,6 +48,11 @@ def test_a_mesh_shape_builds_the_mesh_and_names_its_axes():
     kwargs = _fit_kwargs(shape=(1, 1), axes=("data", "model"), param_axis="model")
     assert kwargs["mesh"].axis_names == ("data", "model")
     assert kwargs["data_axis"] == "data" and kwargs["param_axis"] == "model"
+    # whatever the order of the axes, batches go over the one the parameters do not use
+    kwargs = _fit_kwargs(shape=(1, 1), axes=("model", "data"), param_axis="model")
+    assert kwargs["data_axis"] == "data" and kwargs["param_axis"] == "model"
+    kwargs = _fit_kwargs(shape=(1,), axes=("devices",), param_axis="devices")
+    assert kwargs["data_axis"] == kwargs["param_axis"] == "devices"  # one axis: both
 
 
 def test_a_mesh_larger_than_the_machine_is_a_clear_error():
