@@ -34,7 +34,8 @@ class TensorHead:
       append: where the constant 1 goes (``"last"`` or ``"first"``).
       head: ``[..., F] -> [..., C]``, the model's head (identity when it has none).
       dtype: the contraction's operand dtype (float32 accumulation); ``None``: the
-        kernel's.
+        promoted dtype of the kernel and the encodings, as in the model (float64
+        encodings under ``jax_enable_x64`` stay float64).
     """
 
     kernel: jax.Array
@@ -43,7 +44,14 @@ class TensorHead:
     dtype: Any = None
 
     def _operand(self, x: jax.Array) -> jax.Array:
-        return x.astype(self.kernel.dtype if self.dtype is None else self.dtype)
+        if self.dtype is None:
+            return x.astype(jnp.promote_types(x.dtype, self.kernel.dtype))
+        return x.astype(self.dtype)
+
+    @staticmethod
+    def _accumulator(*operands: jax.Array) -> Any:
+        """float32, or the operands' wider float (float64 under ``jax_enable_x64``)."""
+        return jnp.promote_types(jnp.result_type(*operands), jnp.float32)
 
     def _rows(self, hs: Sequence[jax.Array]) -> jax.Array:
         """``A`` for each row: M-1 arrays ``[B, ..., e_m]`` -> ``[B, ..., K_M, F]``.
@@ -58,7 +66,8 @@ class TensorHead:
             feats = (feats[..., :, None] * z[..., None, :]).reshape(*lead, width)  # [B, ..., Π K_m]
         k_last, out_dim = self.kernel.shape[-2:]
         kernel = self._operand(self.kernel).reshape(feats.shape[-1], k_last * out_dim)
-        a = jnp.matmul(feats, kernel, preferred_element_type=jnp.float32)  # [B, ..., K_M·F]
+        acc = self._accumulator(feats, kernel)
+        a = jnp.matmul(feats, kernel, preferred_element_type=acc)  # [B, ..., K_M·F]
         return a.reshape(*lead, k_last, out_dim)
 
     def _last(self, h: jax.Array) -> jax.Array:
@@ -66,18 +75,18 @@ class TensorHead:
 
     def pairs(self, hs: Sequence[jax.Array]) -> jax.Array:
         """The model on paired encodings: M arrays ``[n, ..., e_m]`` -> ``[n, ..., C]``."""
-        a = self._operand(self._rows(hs[:-1]))  # [n, ..., K_M, F]
+        a, last = self._operand(self._rows(hs[:-1])), self._last(hs[-1])  # [n, ..., K_M, F]
         fused = jnp.einsum(
-            "n...k,n...kf->n...f", self._last(hs[-1]), a, preferred_element_type=jnp.float32
+            "n...k,n...kf->n...f", last, a, preferred_element_type=self._accumulator(last, a)
         )  # [n, ..., F]
         return self.head(fused)
 
     def block(self, rows: Sequence[jax.Array], last: jax.Array) -> jax.Array:
         """B rows (M-1 arrays ``[B, ..., e_m]``) against all N ``last`` ``[N, ..., e_M]``:
         ``[B, N, ..., C]``."""
-        a = self._operand(self._rows(rows))  # [B, ..., K_M, F]
+        a, last = self._operand(self._rows(rows)), self._last(last)  # [B, ..., K_M, F]
         fused = jnp.einsum(
-            "n...k,b...kf->bn...f", self._last(last), a, preferred_element_type=jnp.float32
+            "n...k,b...kf->bn...f", last, a, preferred_element_type=self._accumulator(last, a)
         )  # [B, N, ..., F]
         return self.head(fused)
 

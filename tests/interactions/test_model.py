@@ -61,6 +61,21 @@ def test_factorized_emap_equals_full_model_emap(build, widths):
     assert np.max(np.abs(want.residual)) > 1e-3
 
 
+@pytest.mark.parametrize(
+    "build, widths", [(mlp_fusion_model, (3, 5)), (three_modality_model, (3, 5, 5))]
+)
+def test_tensor_fusion_emap_keeps_float64_under_x64(build, widths):
+    # the cross-paired tensor contraction computes in the model's precision
+    with jax.enable_x64(True):
+        model = build()
+        xs = tuple(x.astype(jnp.float64) for x in inputs(41, 9, widths))
+        pure = models.as_pure(model)
+        want = interactions.emap(functools.partial(pure.apply, pure.params), xs)
+        got = interactions.emap_model(model, xs)
+        assert want.dtype == got.dtype == jnp.float64
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("num_samples", [None, 6])
 def test_tensor_fusion_on_sequences_keeps_the_time_axis(num_samples):
     # encodings [N, T, e_m]: tensor fusion and its head act at every time step
