@@ -19,8 +19,11 @@ Adding a benchmark: write a module (in ``scripts/`` or importable from the repos
 root) that defines ``add_arguments(parser)`` and ``run(args, timer) -> dict`` and add
 it to ``SUBCOMMANDS``. ``timer(fn, repeats)`` returns the median seconds of ``fn()``
 (outputs blocked on) after one warm-up call, and the warm-up call's output;
-``args.deadline`` is the ``time.monotonic()`` after which to start nothing new. The
-dict is merged into the record; ``"agree": false`` in it makes the command exit with 1.
+``args.deadline`` is the ``time.monotonic()`` after which to start nothing new;
+``args.save_partial(fragment)`` writes the record so far (``"complete": false``, e.g.
+after each result row), so a run killed at a time limit keeps what it measured. The
+dict is merged into the record; ``"agree": false`` in it makes the command exit with 1,
+and a record whose ``"results"`` are empty (everything skipped for time) with 2.
 """
 
 from __future__ import annotations
@@ -68,6 +71,8 @@ def environment() -> dict[str, Any]:
     """The device and software a record was measured with."""
     import flax
     import jax
+    import jaxlib
+    import optax
 
     device = jax.devices()[0]
     return {
@@ -77,7 +82,9 @@ def environment() -> dict[str, Any]:
         "host_cpus": os.cpu_count(),
         "host_load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "jax": jax.__version__,
+        "jaxlib": jaxlib.__version__,
         "flax": flax.__version__,
+        "optax": optax.__version__,
         "python": platform.python_version(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -104,18 +111,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         module.add_arguments(sub)
     args = parser.parse_args(argv)
+    arguments = {k: str(v) if isinstance(v, pathlib.Path) else v for k, v in vars(args).items()}
     args.deadline = time.monotonic() + (math.inf if args.budget is None else args.budget)
 
-    record = {"benchmark": args.command, **environment(), "quick": args.quick}
-    record.update(modules[args.command].run(args, median_time))
     module = modules[args.command]
+    record = {"benchmark": args.command, **environment(), "quick": args.quick}
+    record["arguments"] = arguments  # the command line, defaults filled in
     stem = module.record_name(args) if hasattr(module, "record_name") else args.command
     out = args.out or BENCHMARKS_DIR / (
         f"{stem}-{record['platform']}{'-quick' if args.quick else ''}.json"
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
+
+    def write(fragment: dict[str, Any], complete: bool) -> None:
+        partial = out.with_name(out.name + ".partial")  # then renamed: never half a file
+        partial.write_text(
+            json.dumps({**record, **fragment, "complete": complete}, indent=2) + "\n"
+        )
+        partial.replace(out)
+
+    args.save_partial = lambda fragment: write(fragment, complete=False)
+    record.update(module.run(args, median_time))
+    write({}, complete=True)
     print(f"wrote {out}")
+    if "results" in record and not record["results"]:
+        print("no results: every measurement was skipped for time", file=sys.stderr)
+        return 2
     return 0 if record.get("agree", True) else 1
 
 

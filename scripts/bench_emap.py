@@ -34,15 +34,21 @@ matmul operands, float32 accumulation and layer outputs); the reference and full
 methods run the model on bf16 copies of its parameters and inputs (XLA accumulates
 each bf16 matmul in float32 and rounds its output to bf16). EMAP sums in float32.
 
-TFLOP/s counts the head's FLOPs per pair (analytically, ``head_flops_per_pair``: what
-evaluating the head on one pair costs) for every method, so it is pairs/second in
-other units. The full model also runs the encoders per pair; the factorized tensor
-head does less per pair (the row's contraction is shared), so its figure exceeds the
-FLOPs it executes. ``fraction_of_peak`` divides by the device's
-dense peak (a small table of known chips, or ``--peak-tflops``).
+``tflops`` counts the head's FLOPs per pair (analytically, ``head_flops_per_pair``:
+what evaluating the head on one pair costs) for every method, so it is pairs/second
+in other units. ``executed_tflops`` counts what each method executes per pair
+(``executed_flops_per_pair``): the reference and full methods run the whole model
+(encoders too) on every pair; the factorized tensor head contracts its kernel once
+per row, leaving ``2·(K·F + F·C)`` per pair. ``fraction_of_peak`` divides
+``executed_tflops`` by the device's dense peak (a small table of known chips, or
+``--peak-tflops``). Fused methods also report ``speedup_vs_factorized`` (the plain XLA
+pass at the same size).
 
-``--quick`` shrinks N so that the reference fits on a CPU; every run checks that the
-methods agree.
+Sizes run largest first (on a GPU 32,768 down to 4,096), every head and dtype at one
+N before the next, so that a ``--budget`` drops the smallest sizes. ``--quick`` shrinks
+N so that the reference fits on a CPU; every run checks that the methods agree:
+float32 within 1e-4 of the largest EMAP value on a CPU, 5e-3 on a GPU (whose float32
+matmuls use TF32 at the default precision, in XLA and in the Triton kernel alike).
 """
 
 from __future__ import annotations
@@ -63,9 +69,10 @@ from flax import nnx
 from mmfuse import fusion, interactions, models
 
 HEADS = ("mlp", "tensor")
-# tolerance on max |difference| / max |EMAP| between methods, per dtype
-TOLERANCE = {"float32": 1e-4, "bfloat16": 2e-2}
-DEFAULT_N = {"quick": [256], "cpu": [512, 1024, 2048], "accelerator": [4096, 8192, 16384, 32768]}
+# tolerance on max |difference| / max |EMAP| between methods, per dtype ("tf32": float32
+# where matmuls round their operands to TF32's 10-bit mantissa, as GPUs do by default)
+TOLERANCE = {"float32": 1e-4, "tf32": 5e-3, "bfloat16": 2e-2}
+DEFAULT_N = {"quick": [256], "cpu": [2048, 1024, 512], "accelerator": [32768, 16384, 8192, 4096]}
 # the row loop is slow by design: above this N it is skipped unless --reference-max-n says
 DEFAULT_REFERENCE_MAX_N = {"cpu": 2048, "accelerator": 16384}
 
@@ -74,6 +81,8 @@ DEFAULT_REFERENCE_MAX_N = {"cpu": 2048, "accelerator": 16384}
 # rate that XLA uses for float32 matmuls at the default precision on these GPUs.
 PEAK_TFLOPS = {
     "H100 PCIe": {"bfloat16": 756.0, "tf32": 378.0, "float32": 51.0},
+    "H100 NVL": {"bfloat16": 835.0, "tf32": 418.0, "float32": 60.0},
+    "H200 NVL": {"bfloat16": 835.0, "tf32": 418.0, "float32": 60.0},
     "H100": {"bfloat16": 989.0, "tf32": 494.0, "float32": 67.0},
     "H200": {"bfloat16": 989.0, "tf32": 494.0, "float32": 67.0},
 }
@@ -116,7 +125,8 @@ def build_model(args: argparse.Namespace, head: str) -> models.FusionModel:
 
 
 def flops_per_pair(args: argparse.Namespace, head: str) -> tuple[int, int]:
-    """FLOPs (2 per multiply-add) of the head and of the whole model for one pair."""
+    """FLOPs (2 per multiply-add) of the head and of the whole model for one pair
+    evaluated alone."""
     if head == "mlp":
         h = args.hidden
         head_flops = 2 * (h * h + h * args.classes)
@@ -129,10 +139,16 @@ def flops_per_pair(args: argparse.Namespace, head: str) -> tuple[int, int]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--n", type=int, nargs="+", default=None, help="N (default: 4096..32768 GPU; 512..2048 CPU)"
+        "--n",
+        type=int,
+        nargs="+",
+        default=None,
+        help="N, in the order run (default: 32768..4096 GPU; 2048..512 CPU)",
     )
     parser.add_argument("--heads", nargs="+", default=list(HEADS), choices=HEADS)
-    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
+    parser.add_argument(
+        "--dtypes", nargs="+", default=["float32", "bfloat16"], choices=("float32", "bfloat16")
+    )
     parser.add_argument("--width", type=int, default=128, help="each modality's width")
     parser.add_argument("--hidden", type=int, default=256, help="the mlp head's width")
     parser.add_argument("--tensor-dim", type=int, default=32, help="encodings of the tensor head")
@@ -206,12 +222,27 @@ def time_reference(
     return statistics.median(times), output
 
 
-def agreement(values: dict[str, np.ndarray], dtype_name: str) -> tuple[dict[str, float], bool]:
-    """Max |difference| / max |EMAP| of each method against the reference (else full)."""
+def executed_flops_per_pair(args: argparse.Namespace, head: str, method: str, n: int) -> float:
+    """FLOPs ``method`` executes per pair at N (per-example work shared over N pairs)."""
+    head_flops, full_flops = flops_per_pair(args, head)
+    if method in ("reference", "mmfuse_full"):
+        return float(full_flops)
+    encode = 2 * args.width * (args.hidden if head == "mlp" else args.tensor_dim)
+    if head == "mlp":  # the first layer's two parts once per example
+        return head_flops + 2 * encode / n
+    k, f = args.tensor_dim + 1, args.tensor_out
+    # per pair: [h_b; 1] against the row's [K, F], the classifier; per row: the kernel
+    # contracted with [h_a; 1]; per example: the encoders
+    return 2 * k * f + 2 * f * args.classes + (2 * k * k * f + 2 * encode) / n
+
+
+def agreement(values: dict[str, np.ndarray], tolerance: float) -> tuple[dict[str, float], bool]:
+    """Max |difference| / max |EMAP| of each method against the reference (else full),
+    and whether all are within ``tolerance``."""
     base = values.get("reference", values["mmfuse_full"])
     scale = float(np.max(np.abs(base)))
     diffs = {m: float(np.max(np.abs(v - base))) / scale for m, v in values.items()}
-    return diffs, all(d <= TOLERANCE.get(dtype_name, 1e-4) for d in diffs.values())
+    return diffs, all(d <= tolerance for d in diffs.values())
 
 
 def run(
@@ -226,7 +257,7 @@ def run(
     for tile in args.fused_tiles:
         parse_tile(tile)
 
-    results, skipped, heads = [], [], {}
+    heads, setups = {}, {}
     for head in args.heads:
         head_flops, full_flops = flops_per_pair(args, head)
         pure = models.as_pure(build_model(args, head))
@@ -242,115 +273,10 @@ def run(
             "full_flops_per_pair": full_flops,
         }
         for dtype_name in args.dtypes:
-            dtype = None if dtype_name == "float32" else jnp.dtype(dtype_name)
-            # float32 master weights; the reference and full methods run the model on
-            # bf16 copies, emap_model takes compute_dtype
-            params = pure.params
-            lowp = dtype is not None
-            run_params = jax.tree.map(lambda p, d=dtype: p.astype(d), params) if lowp else params
+            setups[head, dtype_name] = methods_of(args, pure, head, dtype_name, use_fused)
 
-            def cast(x, lowp=lowp, dtype=dtype):
-                return x.astype(dtype) if lowp else x
-
-            @jax.jit
-            def row(params, a, i, b, pure=pure, cast=cast):  # F[i, :]: [N, C]
-                return pure.apply(params, (jnp.broadcast_to(cast(a[i])[None], b.shape), cast(b)))
-
-            @jax.jit
-            def full(params, xs, pure=pure, cast=cast):
-                def apply(xs):
-                    return pure.apply(params, tuple(cast(x) for x in xs))
-
-                return interactions.emap(apply, xs, block_size=args.block_size)
-
-            kw = {"compute_dtype": dtype}
-
-            @jax.jit
-            def factorized(params, xs, pure=pure, kw=kw):
-                bound = dataclasses.replace(pure, params=params)
-                return interactions.emap_model(bound, xs, block_size=args.block_size, **kw)
-
-            def fused(options, pure=pure, kw=kw):
-                @jax.jit
-                def compute(weights, inputs):
-                    bound = dataclasses.replace(pure, params=weights)
-                    return interactions.emap_model(
-                        bound, inputs, kernel="pallas", kernel_options=options, **kw
-                    )
-
-                return compute
-
-            candidates = [
-                ("mmfuse_full", full, run_params),
-                ("mmfuse_factorized", factorized, params),
-            ]
-            if head == "mlp" and use_fused:
-                for i, tile in enumerate(args.fused_tiles):
-                    name = "mmfuse_fused" if i == 0 else f"mmfuse_fused_{tile}"
-                    candidates.append((name, fused(parse_tile(tile)), params))
-
-            for n in sizes:
-                if time.monotonic() > args.deadline:
-                    skipped.append({"head": head, "dtype": dtype_name, "n": n})
-                    continue
-                rng = np.random.default_rng(n)
-                # inputs stay float32: the model casts them where it computes in bf16
-                xs = tuple(
-                    jnp.asarray(rng.standard_normal((n, args.width)), jnp.float32) for _ in range(2)
-                )
-                timings, values = {}, {}
-                failures = {}
-                for method, fn, method_params in candidates:
-                    extra = method.startswith("mmfuse_fused_")  # more tilings: if time allows
-                    if extra and time.monotonic() > args.deadline:
-                        skipped.append(
-                            {"head": head, "dtype": dtype_name, "n": n, "method": method}
-                        )
-                        continue
-                    call = functools.partial(fn, method_params, xs)
-                    try:
-                        timings[method], out = timer(call, args.repeats)
-                    except Exception as error:
-                        if not method.startswith("mmfuse_fused"):
-                            raise
-                        # a tiling the GPU cannot compile (e.g. out of shared memory) is a
-                        # finding to record, not a reason to lose the rest of the run
-                        failures[method] = f"{type(error).__name__}: {str(error)[:500]}"
-                        print(f"{method} failed: {failures[method]}", flush=True)
-                        continue
-                    values[method] = np.asarray(out, np.float64)  # [N, C]
-                if not args.skip_reference and n <= reference_max_n:
-                    timings["reference"], out = time_reference(
-                        row, run_params, xs, args.reference_repeats
-                    )
-                    values["reference"] = np.asarray(out, np.float64)
-                diffs, agree = agreement(values, dtype_name)
-                methods = {}
-                for method, seconds in timings.items():
-                    tflops = n * n * head_flops / seconds / 1e12
-                    methods[method] = {
-                        "seconds": seconds,
-                        "pairs_per_second": n * n / seconds,
-                        "tflops": tflops,
-                        "fraction_of_peak": fraction_of_peak(tflops, dtype_name, peaks),
-                    }
-                    if "reference" in timings and method != "reference":
-                        methods[method]["speedup_vs_reference"] = timings["reference"] / seconds
-                results.append(
-                    {
-                        "head": head,
-                        "n": n,
-                        "dtype": dtype_name,
-                        "pairs": n * n,
-                        "methods": methods,
-                        "max_relative_difference": diffs,
-                        "failed": failures,
-                        "agree": agree,
-                    }
-                )
-                print(format_row(results[-1]), flush=True)
-    print_table(results)
-    return {
+    results, skipped = [], []
+    summary = {
         "heads": heads,
         "block_size": args.block_size or "auto",
         "fused_tiles": args.fused_tiles if use_fused else None,
@@ -361,11 +287,130 @@ def run(
             "tensor head: bf16 operands, float32 accumulation and layer outputs; float32 EMAP "
             "sums; float32 master parameters",
         },
+        "tolerance": {
+            "float32": TOLERANCE["float32" if platform == "cpu" else "tf32"],
+            "bfloat16": TOLERANCE["bfloat16"],
+        },
         "peak_tflops": peaks,
         "results": results,
         "skipped_for_time": skipped,
-        "agree": all(r["agree"] for r in results),
     }
+    for n in sizes:  # largest first by default: a budget drops the smallest
+        for (head, dtype_name), (candidates, row, run_params) in setups.items():
+            item = {"head": head, "dtype": dtype_name, "n": n}
+            if time.monotonic() > args.deadline:
+                skipped.append(item)
+                continue
+            rng = np.random.default_rng(n)
+            # inputs stay float32: the model casts them where it computes in bf16
+            xs = tuple(
+                jnp.asarray(rng.standard_normal((n, args.width)), jnp.float32) for _ in range(2)
+            )
+            timings, values, failures = {}, {}, {}
+            for method, fn, method_params in candidates:
+                extra = method.startswith("mmfuse_fused_")  # more tilings: if time allows
+                if extra and time.monotonic() > args.deadline:
+                    skipped.append({**item, "method": method})
+                    continue
+                call = functools.partial(fn, method_params, xs)
+                try:
+                    timings[method], out = timer(call, args.repeats)
+                except Exception as error:
+                    if not method.startswith("mmfuse_fused"):
+                        raise
+                    # a tiling the GPU cannot compile (e.g. out of shared memory) is a
+                    # finding to record, not a reason to lose the rest of the run
+                    failures[method] = f"{type(error).__name__}: {str(error)[:500]}"
+                    print(f"{method} failed: {failures[method]}", flush=True)
+                    continue
+                values[method] = np.asarray(out, np.float64)  # [N, C]
+            if not args.skip_reference and n <= reference_max_n:
+                timings["reference"], out = time_reference(
+                    row, run_params, xs, args.reference_repeats
+                )
+                values["reference"] = np.asarray(out, np.float64)
+            diffs, agree = agreement(values, summary["tolerance"][dtype_name])
+            methods = {}
+            for method, seconds in timings.items():
+                executed = executed_flops_per_pair(args, head, method, n)
+                executed_tflops = n * n * executed / seconds / 1e12
+                methods[method] = {
+                    "seconds": seconds,
+                    "pairs_per_second": n * n / seconds,
+                    "tflops": n * n * heads[head]["head_flops_per_pair"] / seconds / 1e12,
+                    "executed_flops_per_pair": executed,
+                    "executed_tflops": executed_tflops,
+                    "fraction_of_peak": fraction_of_peak(executed_tflops, dtype_name, peaks),
+                }
+                if "reference" in timings and method != "reference":
+                    methods[method]["speedup_vs_reference"] = timings["reference"] / seconds
+                if method.startswith("mmfuse_fused") and "mmfuse_factorized" in timings:
+                    methods[method]["speedup_vs_factorized"] = (
+                        timings["mmfuse_factorized"] / seconds
+                    )
+            results.append(
+                {
+                    **item,
+                    "pairs": n * n,
+                    "methods": methods,
+                    "max_relative_difference": diffs,
+                    "failed": failures,
+                    "agree": agree,
+                }
+            )
+            print(format_row(results[-1]), flush=True)
+            args.save_partial(summary | {"agree": all(r["agree"] for r in results)})
+    print_table(results)
+    return summary | {"agree": all(r["agree"] for r in results)}
+
+
+def methods_of(
+    args: argparse.Namespace, pure: Any, head: str, dtype_name: str, use_fused: bool
+) -> tuple[list[tuple[str, Callable, Any]], Callable, Any]:
+    """The timed methods ``(name, jitted fn(params, xs), params)`` of one head and dtype,
+    the reference's jitted row function and the parameters it runs on."""
+    dtype = None if dtype_name == "float32" else jnp.dtype(dtype_name)
+    # float32 master weights; the reference and full methods run the model on bf16
+    # copies, emap_model takes compute_dtype
+    params = pure.params
+    lowp = dtype is not None
+    run_params = jax.tree.map(lambda p: p.astype(dtype), params) if lowp else params
+
+    def cast(x):
+        return x.astype(dtype) if lowp else x
+
+    @jax.jit
+    def row(params, a, i, b):  # F[i, :]: [N, C]
+        return pure.apply(params, (jnp.broadcast_to(cast(a[i])[None], b.shape), cast(b)))
+
+    @jax.jit
+    def full(params, xs):
+        def apply(xs):
+            return pure.apply(params, tuple(cast(x) for x in xs))
+
+        return interactions.emap(apply, xs, block_size=args.block_size)
+
+    @jax.jit
+    def factorized(params, xs):
+        bound = dataclasses.replace(pure, params=params)
+        return interactions.emap_model(bound, xs, block_size=args.block_size, compute_dtype=dtype)
+
+    def fused(options):
+        @jax.jit
+        def compute(weights, inputs):
+            bound = dataclasses.replace(pure, params=weights)
+            return interactions.emap_model(
+                bound, inputs, kernel="pallas", kernel_options=options, compute_dtype=dtype
+            )
+
+        return compute
+
+    candidates = [("mmfuse_full", full, run_params), ("mmfuse_factorized", factorized, params)]
+    if head == "mlp" and use_fused:
+        for i, tile in enumerate(args.fused_tiles):
+            name = "mmfuse_fused" if i == 0 else f"mmfuse_fused_{tile}"
+            candidates.append((name, fused(parse_tile(tile)), params))
+    return candidates, row, run_params
 
 
 def format_row(r: dict) -> str:

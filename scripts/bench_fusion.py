@@ -15,18 +15,21 @@ mode with the same Gumbel noise). They run on the same device as JAX: CUDA when 
 runs on a GPU. For timing, both sides use their fast float32 matmul mode (TF32 on
 recent GPUs: JAX's default precision, ``torch.set_float32_matmul_precision("high")``)
 unless ``--precision highest``. ``torch.compile`` compiles the twin (forward and,
-through AOTAutograd, backward; the optimizer stays eager) with dynamic batch sizes;
-a failure to compile is recorded, not fatal.
+through AOTAutograd, backward; the optimizer stays eager) with dynamic batch sizes,
+once per operator and input rank; a failure to compile is recorded, not fatal.
+
+Rows run shape by shape, every operator at one batch size before the next, in the
+order ``--batches`` gives, so that a ``--budget`` drops the last batch sizes.
 
 ``--dtype bfloat16`` times mixed precision: the operator is built with
 ``compute_dtype=jnp.bfloat16`` (matmul operands in bf16, products accumulated and
 returned in float32; biases, gates, norms, parameters, gradients and the Adam state in
 float32) and each twin's forward, eager and compiled, runs under
 ``torch.autocast(<device>, dtype=torch.bfloat16)``, its output cast to float32 for the
-loss. The twins are still checked in float32 as above; in addition the bf16 operator's
-output and gradients, and the twin's under autocast, are checked against the float32
-operator's at the highest precision, all on the same bf16-rounded inputs and weights
-(relative L2 error ≤ ``MIXED_TOLERANCE`` per output and gradient leaf). Its record goes
+loss. The bf16 operator's output and gradients, and the twin's under autocast, are
+checked against the float32 operator's at the highest precision, all on the same
+bf16-rounded inputs and weights (relative L2 error ≤ ``MIXED_TOLERANCE`` per output and
+gradient leaf); the float32 check of the twins is the float32 run's. Its record goes
 to ``fusion-bf16-<platform>.json`` by default.
 
 Timings are the median, over ``--repeats`` samples, of the mean step time in a loop
@@ -140,11 +143,18 @@ def train_step_fns(graphdef: nnx.GraphDef, stochastic: bool) -> tuple[Callable, 
     return loss_fn, step
 
 
+@jax.jit
+def _copy(tree: Any) -> Any:
+    """A copy of every array of ``tree`` in one program (an eager ``jnp.copy`` per leaf
+    would compile one per leaf shape)."""
+    return jax.tree.map(jnp.copy, tree)
+
+
 def jax_train_step(op: nnx.Module) -> tuple[Callable, Callable, Any, Any]:
     """``train_step_fns`` for ``op``, with a copy of its state (the step donates it,
     and the operator keeps its own) and the initial Adam state."""
     graphdef, state = nnx.split(op)
-    state = jax.tree.map(jnp.copy, state)
+    state = _copy(state)
     loss_fn, step = train_step_fns(graphdef, getattr(op, "stochastic", False))
     return loss_fn, step, state, optax.adam(LEARNING_RATE).init(state)
 
@@ -222,15 +232,15 @@ def autocast(device_type: str, dtype: str):
 
 
 def time_torch(
-    twin, xs_np, y_np, repeats: int, target: float, compiled: bool, dtype: str = "float32"
+    twin, model, xs_np, y_np, repeats: int, target: float, dtype: str = "float32"
 ) -> float:
-    """Median seconds per train step; the forward under ``autocast(dtype)``, the loss in
-    float32."""
+    """Median seconds per train step of ``twin`` (on the device JAX runs on) through
+    ``model`` (the twin, or its ``torch.compile``); the forward under
+    ``autocast(dtype)``, the loss in float32."""
     import torch
 
     device = torch_device()
-    twin = twin.to(device).train()
-    model = compiled_twin(twin) if compiled else twin
+    twin.train()
     xs = [torch.from_numpy(x).to(device) for x in xs_np]
     y = torch.from_numpy(y_np).to(device)
     opt = torch.optim.Adam(twin.parameters(), lr=LEARNING_RATE, foreach=True)
@@ -254,9 +264,9 @@ def time_torch(
 def jax_output_and_grads(op, xs_np, y_np, key) -> tuple[np.ndarray, float, Any]:
     """The operator's output ``[*lead, C]``, MSE loss and parameter gradients (in the
     functional form's layout) on ``xs_np``, ``y_np``; ``key`` feeds its sampling."""
-    loss_fn, _, state, _ = jax_train_step(op)
+    graphdef, state = nnx.split(op)  # not donated: no copy
     stochastic = getattr(op, "stochastic", False)
-    graphdef = nnx.split(op)[0]
+    loss_fn, _ = train_step_fns(graphdef, stochastic)
 
     @jax.jit
     def forward_and_grads(state, xs, y, key):
@@ -392,6 +402,8 @@ def failure(error: BaseException) -> str:
 
 def run(args: argparse.Namespace, timer: Callable) -> dict:
     del timer  # a train step updates its state: timed by time_loop, in a loop of steps
+    # the order rows run in: the shapes as given, then every operator at each batch
+    # size in the order given, so a --budget drops the last batch sizes of every operator
     platform = jax.devices()[0].platform
     kind = "quick" if args.quick else ("cpu" if platform == "cpu" else "accelerator")
     dims = tuple(args.dims or (QUICK_DIMS if args.quick else CMU_MOSI_DIMS))
@@ -441,7 +453,7 @@ def run(args: argparse.Namespace, timer: Callable) -> dict:
             "out_dim": out_dim,
             "parameters": sum(int(np.size(p)) for p in jax.tree.leaves(op.functional_params())),
         }
-        if twins_module is not None:
+        if twins_module is not None and not mixed:  # the float32 run checks the twins
             checks = []
             for lead in ((5,), (3, 2)):  # [B, d] and [B, T, d]
                 twin = twins_module.create(name, op_dims, out_dim)
@@ -459,9 +471,25 @@ def run(args: argparse.Namespace, timer: Callable) -> dict:
             entry["mixed_precision_agrees"] = all(c["agree"] for c in checks)
             print(format_mixed(name, checks), flush=True)
 
+    summary = {
+        "dims": {"text": dims[0], "audio": dims[1], "vision": dims[2], "out": out_dim},
+        "seq_len": seq_len,
+        "dtype": args.dtype,  # of the matmul operands (bfloat16: mixed precision)
+        "mixed_precision_tolerance": MIXED_TOLERANCE if mixed else None,
+        "matmul_precision": args.precision,
+        "optimizer": f"adam(lr={LEARNING_RATE}), MSE loss",
+        "pytorch": torch_info,
+        "operators": operators,
+        "agree": all(
+            e.get("twin_agrees", True) and e.get("mixed_precision_agrees", True)
+            for e in operators.values()
+        ),
+    }
     shapes = [("step", b, (b,)) for b in batches] + [("seq", b, (b, seq_len)) for b in seq_batches]
     results, skipped = [], []
+    summary |= {"results": results, "skipped_for_time": skipped}
     jax_precision = "highest" if args.precision == "highest" else None
+    twins = {}  # (operator, input rank, compiled) -> (twin on the device, what is called)
     for shape, batch, lead in shapes:
         for name in names:
             if time.monotonic() > args.deadline:
@@ -476,12 +504,17 @@ def run(args: argparse.Namespace, timer: Callable) -> dict:
                 compiled_too = compile_twins and shape in args.compile_shapes
                 variants = [("torch_eager", False)] + [("torch_compile", True)] * compiled_too
                 for label, compiled in variants:
-                    twin = twins_module.create(name, op_dims, out_dim)
-                    twin.load(op.functional_params())
+                    if compiled and time.monotonic() > args.deadline:  # a compile is long
+                        skipped.append({"op": name, "shape": shape, "batch": batch, "run": label})
+                        continue
+                    key = (name, len(lead), compiled)
+                    if key not in twins:  # one compile per operator and input rank
+                        twin = twins_module.create(name, op_dims, out_dim).to(torch_device())
+                        twins[key] = twin, compiled_twin(twin) if compiled else twin
+                    twin, model = twins[key]
+                    twin.load(op.functional_params())  # every row starts from the same weights
                     try:
-                        ms = 1e3 * time_torch(
-                            twin, xs, y, args.repeats, target, compiled, args.dtype
-                        )
+                        ms = 1e3 * time_torch(twin, model, xs, y, args.repeats, target, args.dtype)
                     except Exception as error:  # a failed compile is a result
                         row[f"{label}_ms"] = failure(error)
                         continue
@@ -489,23 +522,9 @@ def run(args: argparse.Namespace, timer: Callable) -> dict:
                     row[f"{label}_over_jax"] = ms / row["jax_ms"]
             results.append(row)
             print(format_row(row), flush=True)
+            args.save_partial(summary)
     print_table(results)
-    return {
-        "dims": {"text": dims[0], "audio": dims[1], "vision": dims[2], "out": out_dim},
-        "seq_len": seq_len,
-        "dtype": args.dtype,  # of the matmul operands (bfloat16: mixed precision)
-        "mixed_precision_tolerance": MIXED_TOLERANCE if mixed else None,
-        "matmul_precision": args.precision,
-        "optimizer": f"adam(lr={LEARNING_RATE}), MSE loss",
-        "pytorch": torch_info,
-        "operators": operators,
-        "results": results,
-        "skipped_for_time": skipped,
-        "agree": all(
-            e.get("twin_agrees", True) and e.get("mixed_precision_agrees", True)
-            for e in operators.values()
-        ),
-    }
+    return summary
 
 
 def _ms(value: Any) -> str:

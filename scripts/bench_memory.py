@@ -11,7 +11,8 @@ Works on every backend, the CPU included.
 Two tables: every operator at CMU-MOSI-like widths (text 300, audio 74, vision 35 →
 128), and tensor fusion against low-rank tensor fusion (rank 4) as three equal
 widths d grow: tensor fusion's kernel holds ``(d + 1)^3·C`` numbers, the low-rank
-factors ``r·3·(d + 1)·C + r + C``.
+factors ``r·3·(d + 1)·C + r + C``. The sweep is compiled first, largest width first,
+so that a ``--budget`` drops the small widths and the operators' table, not the sweep.
 """
 
 from __future__ import annotations
@@ -88,8 +89,28 @@ def run(args: argparse.Namespace, timer: Callable) -> dict:
     batch = args.batch or DEFAULTS[kind][0]
     widths = args.widths or DEFAULTS[kind][1]
     skipped: list[Any] = []
+    operators, sweep = [], []
+    summary = {
+        "batch": batch,
+        "dims": list(dims),
+        "out_dim": out_dim,
+        "dtype": "float32",
+        "peak": "arguments + outputs - aliased + temporaries of the compiled train step",
+        "operators": operators,
+        "width_sweep": {"rank": args.rank, "modalities": 3, "results": sweep},
+        "skipped_for_time": skipped,
+    }
 
-    operators = []
+    for d in sorted(widths, reverse=True):
+        if time.monotonic() > args.deadline:
+            skipped.append({"sweep_width": d})
+            continue
+        tensor = step_memory("tensor", (d, d, d), out_dim, batch)
+        low_rank = step_memory("low_rank_tensor", (d, d, d), out_dim, batch, rank=args.rank)
+        sweep.append({"width": d, "tensor": tensor, "low_rank_tensor": low_rank})
+        sweep.sort(key=lambda r: r["width"])
+        args.save_partial(summary)
+
     for name in args.ops or fusion.names():
         if time.monotonic() > args.deadline:
             skipped.append({"op": name})
@@ -98,6 +119,7 @@ def run(args: argparse.Namespace, timer: Callable) -> dict:
             operators.append(step_memory(name, dims, out_dim, batch))
         except ValueError:  # takes exactly two modalities: text and audio
             operators.append(step_memory(name, dims[:2], out_dim, batch))
+        args.save_partial(summary)
     print(f"train-step memory (MiB), batch {batch}, widths {dims} -> {out_dim}")
     print(f"{'operator':16} {'params':>11} {'args':>9} {'out-alias':>9} {'temp':>9} {'peak':>9}")
     for r in operators:
@@ -107,14 +129,6 @@ def run(args: argparse.Namespace, timer: Callable) -> dict:
             f"{r['peak_mib']:9.2f}"
         )
 
-    sweep = []
-    for d in widths:
-        if time.monotonic() > args.deadline:
-            skipped.append({"sweep_width": d})
-            continue
-        tensor = step_memory("tensor", (d, d, d), out_dim, batch)
-        low_rank = step_memory("low_rank_tensor", (d, d, d), out_dim, batch, rank=args.rank)
-        sweep.append({"width": d, "tensor": tensor, "low_rank_tensor": low_rank})
     print(f"tensor vs low-rank (rank {args.rank}) fusion, 3 x d -> {out_dim}, batch {batch}")
     print(
         f"{'d':>5} {'tensor params':>14} {'peak MiB':>10} {'low-rank params':>16} {'peak MiB':>10}"
@@ -125,13 +139,4 @@ def run(args: argparse.Namespace, timer: Callable) -> dict:
             f"{r['width']:5d} {t['parameters']:14d} {t['peak_mib']:10.2f} "
             f"{lr['parameters']:16d} {lr['peak_mib']:10.2f}"
         )
-    return {
-        "batch": batch,
-        "dims": list(dims),
-        "out_dim": out_dim,
-        "dtype": "float32",
-        "peak": "arguments + outputs - aliased + temporaries of the compiled train step",
-        "operators": operators,
-        "width_sweep": {"rank": args.rank, "modalities": 3, "results": sweep},
-        "skipped_for_time": skipped,
-    }
+    return summary

@@ -94,8 +94,7 @@ def test_bench_fusion_quick_bf16_matches_float32(tmp_path, monkeypatch):
                 assert check["twin_output_relative_l2"] > 1e-4, name
             else:
                 assert "twin_output_relative_l2" not in check
-        if has_torch:  # the twins themselves are checked in float32, as without --dtype
-            assert entry["twin_agrees"]
+        assert "twin_check" not in entry  # the float32 run checks the twins themselves
     if has_torch:
         assert record["pytorch"]["autocast"] == "bfloat16"
     rows = record["results"]

@@ -41,3 +41,28 @@ def test_bench_emap_quick_methods_agree(tmp_path):
             assert timing["pairs_per_second"] * timing["seconds"] == pytest.approx(result["n"] ** 2)
             assert timing["tflops"] == pytest.approx(timing["pairs_per_second"] * flops / 1e12)
             assert timing["fraction_of_peak"] is None
+            # what the method executes: the whole model per pair, or the head per pair
+            # plus per-example (and for the tensor head per-row) work shared by N pairs
+            executed = timing["executed_flops_per_pair"]
+            assert timing["executed_tflops"] == pytest.approx(
+                timing["pairs_per_second"] * executed / 1e12
+            )
+        full = record["heads"][result["head"]]["full_flops_per_pair"]
+        assert methods["reference"]["executed_flops_per_pair"] == full
+        assert methods["mmfuse_full"]["executed_flops_per_pair"] == full
+        factorized = methods["mmfuse_factorized"]["executed_flops_per_pair"]
+        if result["head"] == "mlp":  # 2·(32·32 + 32·2) per pair, 2·2·16·32 per example
+            assert factorized == pytest.approx(
+                2 * (32 * 32 + 32 * 2) + 2 * 2 * 16 * 32 / result["n"]
+            )
+        else:  # 2·(7·16 + 16·2) per pair, 2·7·7·16 per row, 2·2·16·6 per example
+            per_n = 2 * 7 * 7 * 16 + 2 * 2 * 16 * 6
+            assert factorized == pytest.approx(2 * (7 * 16 + 16 * 2) + per_n / result["n"])
+        if result["head"] == "mlp":  # the fused kernel against the plain XLA pass
+            ratio = methods["mmfuse_fused"]["speedup_vs_factorized"]
+            assert ratio == pytest.approx(
+                methods["mmfuse_factorized"]["seconds"] / methods["mmfuse_fused"]["seconds"]
+            )
+    assert record["complete"] and record["arguments"]["n"] == [32, 48]
+    # largest N last as given: every head and dtype at one N before the next
+    assert [r["n"] for r in record["results"]] == [32] * 4 + [48] * 4
