@@ -1,7 +1,7 @@
 """Runs one experiment from a config file.
 
     python -m experiments.main --config=configs/quickstart.py --workdir=/tmp/mmfuse/quickstart
-    python -m experiments.main --config=configs/supervised.py:tensor --workdir=... \
+    python -m experiments.main --config=configs/supervised.py:tensor --workdir=... \\
         --config.train.num_steps=500 --config.seed=1
 
 The config file's ``get_config(arg)`` returns an ``ml_collections.ConfigDict`` whose
@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib
 import os
 import pathlib
+import re
 import sys
 
 from absl import app, flags, logging
@@ -84,6 +85,15 @@ def main(argv: list[str]) -> int:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     if not flags.FLAGS["verbosity"].present:  # library INFO logs only when asked for
         logging.set_verbosity(logging.WARNING)
+    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", _WORKDIR.value):
+        # pathlib would make gs://bucket/run a local folder "gs:/bucket/run"
+        print(
+            f"error: --workdir={_WORKDIR.value}: runs are written to a file system path; "
+            "a URL (e.g. a bucket) is not supported: mount it (e.g. with gcsfuse) and "
+            "pass the mounted path",
+            file=sys.stderr,
+        )
+        return 1
     config = _CONFIG.value
     import jax
 

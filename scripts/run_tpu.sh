@@ -2,7 +2,8 @@
 # Runs one experiment on every worker of a Cloud TPU VM slice, from your machine:
 #   scripts/run_tpu.sh TPU_NAME ZONE CONFIG WORKDIR [--config.x=y ...]
 # The repository must be at the same path on every worker (e.g. cloned there), and
-# WORKDIR on storage every worker can reach (a bucket path or a shared disk). Each
+# WORKDIR a path on storage every worker can reach (a shared disk, or a bucket mounted
+# at the same path on every worker, e.g. with gcsfuse; not a gs:// URL). Each
 # worker runs the same command; with MMFUSE_DISTRIBUTED=1, experiments.main calls
 # jax.distributed.initialize() (which finds the slice's coordinator by itself on TPU),
 # and only process 0 writes files.

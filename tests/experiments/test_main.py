@@ -31,6 +31,17 @@ def test_unknown_config_key_exits_non_zero_naming_it(tmp_path, data_dir):
     assert "--config.train.learning_rat" in out.stderr
 
 
+def test_a_url_workdir_is_refused_before_anything_is_written(tmp_path, data_dir):
+    out = run_main(*SHORT, "--workdir=gs://bucket/runs/sup", data_dir=data_dir)
+    assert out.returncode == 1
+    assert (
+        out.stderr.strip()
+        .splitlines()[-1]
+        .startswith("error: --workdir=gs://bucket/runs/sup: runs are written to a file system path")
+    )
+    assert not (REPO_ROOT / "gs:").exists()  # no local folder "gs:/bucket/runs/sup"
+
+
 def test_a_misspelt_key_is_named_once_with_the_suggested_one(tmp_path, data_dir):
     out = run_main(
         *SHORT, "--config.train.num_stepz=10", f"--workdir={tmp_path}", data_dir=data_dir
