@@ -13,7 +13,7 @@ For every dataset of the config:
   test accuracy, and the correlation of agreement with accuracy over all (model,
   dataset) pairs (Liang et al. report r = 0.776 over 10 fusion models).
 
-Values in bits; the README compares them with REFERENCES' published estimates (which are
+Values in bits; the README compares them with Liang et al.'s published estimates (which are
 in nats on other generators and discretizations, so only the dominant term is comparable).
 
 References:

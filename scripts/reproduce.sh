@@ -11,8 +11,13 @@ for name in quickstart linear_case fusion_zoo emap_table pid mro; do
     echo "[mmfuse] skipping $name (no configs/$name.py)"
     continue
   fi
+  extra=()
+  if [ "$name" = pid ]; then  # the fusion zoo's models (settings checked), not retrained
+    extra=(--config.zoo_workdir="$runs/fusion_zoo")
+  fi
   echo "[mmfuse] $name -> $runs/$name"
-  python -m experiments.main --config="configs/$name.py" --workdir="$runs/$name" "$@"
+  python -m experiments.main --config="configs/$name.py" --workdir="$runs/$name" \
+    ${extra[@]+"${extra[@]}"} "$@"
 done
 # The README's pre-trained encoder comparison on digits_halves: encoders learned with
 # the fusion (joint) or pre-trained alone and frozen, tensor and additive fusion, 3 seeds.

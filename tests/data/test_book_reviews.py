@@ -1,4 +1,4 @@
-"""``book_reviews`` reproduces the lecture's three regressions (REFERENCES §1)."""
+"""``book_reviews`` reproduces the lecture's three regressions."""
 
 import numpy as np
 

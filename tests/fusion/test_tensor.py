@@ -70,7 +70,8 @@ def test_module_equals_features_times_flattened_kernel():
 
 def test_tfn_with_least_squares_layer_is_the_lectures_interaction_regression():
     """With 1-D inputs, [x_A; 1] ⊗ [x_B; 1] = [x_A·x_B, x_A, x_B, 1]: TFN followed by a
-    least-squares linear layer *is* OLS on [1, x_A, x_B, x_A·x_B] (REFERENCES §1)."""
+    least-squares linear layer *is* OLS on [1, x_A, x_B, x_A·x_B] (the lecture's linear
+    fusion case)."""
     rng = np.random.default_rng(0)
     n = 300
     smiling = rng.gamma(4.0, 0.25, size=n)

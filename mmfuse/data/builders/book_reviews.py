@@ -2,7 +2,7 @@
 
 Each review has the reviewer's smiling ``x_A`` (the lecture's units, mean ≈ 0.97),
 whether the reviewer is a professional critic ``x_B ∈ {0, 1}``, and the audience
-score ``y``. The lecture fits three regressions (REFERENCES §1):
+score ``y``. The lecture fits three regressions:
 
 | model | w0 | w1 | w2 | w3 |
 |---|---|---|---|---|
