@@ -57,16 +57,30 @@ def accuracy(outputs: ArrayLike, labels: ArrayLike) -> float:
     Args:
       outputs: ``[N, C]`` logits (prediction: argmax; C = 1 is a binary logit), or
         ``[N]`` binary logits (prediction: 1 where the logit is > 0).
-      labels: ``[N]`` integer classes.
+      labels: ``[N]`` classes in ``0..C-1`` (``0..1`` for binary logits), integers or
+        integral floats.
+
+    Raises:
+      ValueError: a label is not one of the classes the outputs predict.
     """
     outputs, labels = _outputs(outputs, labels, "accuracy", finite=True)
     if outputs.ndim == 1 or (outputs.ndim == 2 and outputs.shape[1] == 1):
-        predictions = (outputs.reshape(-1) > 0).astype(np.int64)
+        predictions, num_classes = (outputs.reshape(-1) > 0).astype(np.int64), 2
     elif outputs.ndim == 2:
-        predictions = np.argmax(outputs, axis=1)
+        predictions, num_classes = np.argmax(outputs, axis=1), outputs.shape[1]
     else:
         raise ValueError(f"accuracy: outputs must be [N] or [N, C], got {outputs.shape}")
-    return float(np.mean(predictions == _classes(labels, outputs.shape[0], "accuracy")))
+    labels = _classes(labels, outputs.shape[0], "accuracy")
+    # a label no output can predict (a regression target, classes counted from 1, more
+    # classes than logits) would only lower the score: name it instead
+    valid = np.isin(labels, np.arange(num_classes))
+    if not valid.all():
+        raise ValueError(
+            f"accuracy: labels must be classes 0..{num_classes - 1} for outputs of shape "
+            f"{outputs.shape}, got {labels[~valid][:5].tolist()} (e.g. in example "
+            f"{int(np.argmin(valid))}); regression outputs need metric='mse'"
+        )
+    return float(np.mean(predictions == labels))
 
 
 def auc(outputs: ArrayLike, labels: ArrayLike) -> float:

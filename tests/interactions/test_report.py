@@ -62,6 +62,13 @@ def test_accuracy_and_mse():
     assert metrics.mse(np.array([[1.0], [3.0]]), np.array([0.0, 1.0])) == 2.5
     with pytest.raises(ValueError, match=r"labels must be \[N\] classes"):
         metrics.accuracy(logits, np.eye(3)[[0, 1, 2, 2]])  # one-hot labels
+    assert metrics.accuracy(logits, np.array([0.0, 1.0, 2.0, 2.0])) == 0.75  # integral floats
+    with pytest.raises(ValueError, match=r"classes 0..2 for outputs of shape \(4, 3\), got \[3\]"):
+        metrics.accuracy(logits, np.array([1, 2, 3, 3]) - np.array([0, 0, 0, 1]))  # from 1
+    with pytest.raises(ValueError, match=r"classes 0..1 .* got \[0.5, -1.5\].* metric='mse'"):
+        metrics.accuracy(np.array([1.0, -1.0, 0.5]), np.array([1.0, 0.5, -1.5]))  # regression
+    with pytest.raises(ValueError, match=r"classes 0..1 for outputs of shape \(3, 1\), got \[5\]"):
+        metrics.accuracy(np.ones((3, 1)), np.array([0, 1, 5]))
     with pytest.raises(ValueError, match=r"unknown metric 'f1'; valid metrics: accuracy, auc, mse"):
         metrics.compute("f1", logits, np.zeros(4))
 
