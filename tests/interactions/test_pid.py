@@ -179,6 +179,23 @@ def test_float64_reaches_a_tight_certified_gap():
         np.testing.assert_allclose(float(result.synergy), i12 - best, atol=1e-6)
 
 
+def test_converged_means_the_gap_is_within_tol_on_either_side():
+    # empirical AND / OR tables (zero cells): in float32 the weak-duality bound crosses
+    # the objective by more than tol (-3e-5 and -3e-3 bits), which is rounding, not a
+    # certificate; float64 certifies them
+    cases = [
+        ([[[0.2565, 0.0], [0.23625, 0.0]], [[0.25175, 0.0], [0.0, 0.2555]]], 1e-5),
+        ([[[0.226, 0.0], [0.0, 0.27]], [[0.0, 0.266], [0.0, 0.238]]], 1e-3),
+    ]
+    for joint, tol in cases:
+        result = interactions.pid(jnp.asarray(joint, jnp.float32), tol=tol)
+        assert not bool(result.converged) or abs(float(result.gap)) <= tol
+        with jax.enable_x64(True):
+            exact = interactions.pid(jnp.asarray(joint, jnp.float64), tol=1e-9, max_iters=5000)
+            assert bool(exact.converged) and abs(float(exact.gap)) <= 1e-9
+        np.testing.assert_allclose(float(result.synergy), float(exact.synergy), atol=10 * tol)
+
+
 @pytest.mark.parametrize("shape", [(10, 10, 4), (20, 20, 32)])
 def test_float32_dense_tables_converge_with_the_defaults(shape, optimized_compiles):
     # float32 rounding makes the objective rise by a few ulps now and then; that must
