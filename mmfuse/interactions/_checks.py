@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mmfuse._mesh import with_auto_axes
+
 # Largest flat row index EMAP addresses with int32 arithmetic (N^(M-1) plus one block).
 MAX_INDEX = 2**31 - 1
 
@@ -62,7 +64,7 @@ def _as_array(x: Any, m: int, name: str) -> jax.Array:
         ) from error
     if not (jnp.issubdtype(x.dtype, jnp.number) or x.dtype == jnp.bool_):
         raise TypeError(f"{name}: modality {m} must be numeric, got dtype {x.dtype}")
-    return x
+    return with_auto_axes(x, f"{name}: modality {m}")  # e.g. placed on a jax.make_mesh
 
 
 def check_positive_int(value: Any, option: str, name: str, minimum: int = 1) -> int:

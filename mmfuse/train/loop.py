@@ -20,6 +20,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from mmfuse._mesh import auto_mesh
 from mmfuse.train.checkpoint import Checkpointer
 from mmfuse.train.metrics import MetricWriter
 from mmfuse.train.sampler import EpochSampler, is_count
@@ -214,7 +215,8 @@ def fit(
         axis's size) and the train state is replicated, or split over ``param_axis``
         when given. ``None``: the default device. The results equal a one-device run
         up to float summation order, and checkpoints restore onto any mesh or device
-        count.
+        count. A mesh with ``Explicit`` axes (``jax.make_mesh``'s default) is used as
+        the same mesh with ``Auto`` axes.
       data_axis: the mesh axis that splits batches.
       param_axis: the mesh axis that splits parameters and optimizer state, if any.
 
@@ -246,6 +248,8 @@ def fit(
     eval_every = num_steps if eval_every is None else eval_every
     checkpoint_every = eval_every if checkpoint_every is None else checkpoint_every
     sign = 1.0 if mode == "min" else -1.0
+    if mesh is not None:  # e.g. jax.make_mesh's Explicit axes: XLA places what fit leaves
+        mesh = auto_mesh(mesh)
 
     sampler = EpochSampler(next(iter(sizes.values())), batch_size, seed)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)

@@ -207,6 +207,48 @@ def error_checks(mesh):
     return messages
 
 
+def explicit_mesh_checks(mesh):
+    """emap, emap_model and emap_report on arrays placed on jax.make_mesh's mesh
+    (Explicit axes) equal the same calls on unsharded arrays; inside jit, a clear error."""
+    assert all(kind == jax.sharding.AxisType.Explicit for kind in mesh.axis_types)
+    rows = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(("x", "y")))
+    fn, xs = interacting((3, 2)), inputs(52, 16, (3, 2))
+    placed = tuple(jax.device_put(x, rows) for x in xs)
+    model = zoo.fusion_mlp_tensor()
+    model_xs = zoo.vector_inputs(batch=16)
+    model_placed = tuple(jax.device_put(x, rows) for x in model_xs)
+    labels = np.arange(16) % 2
+    errors = {
+        "emap": float(np.max(np.abs(interactions.emap(fn, placed) - interactions.emap(fn, xs)))),
+        "monte_carlo": float(
+            np.max(
+                np.abs(
+                    interactions.emap(fn, placed, num_samples=4, key=jax.random.key(0))
+                    - interactions.emap(fn, xs, num_samples=4, key=jax.random.key(0))
+                )
+            )
+        ),
+        "emap_model": float(
+            np.max(
+                np.abs(
+                    interactions.emap_model(model, model_placed)
+                    - interactions.emap_model(model, model_xs)
+                )
+            )
+        ),
+        "emap_report": abs(
+            interactions.emap_report(fn, placed, labels).projected
+            - interactions.emap_report(fn, xs, labels).projected
+        ),
+    }
+    try:
+        jax.jit(lambda *xs: interactions.emap(fn, xs))(*placed)
+        inside_jit = None
+    except ValueError as error:
+        inside_jit = str(error)
+    return {"errors": errors, "inside_jit": inside_jit}
+
+
 def main():
     mesh = jax.make_mesh((2, 4), ("x", "y"))
     start = time.perf_counter()
@@ -219,6 +261,7 @@ def main():
         "large": large_monte_carlo(mesh),
         "huge_exact_shape": huge_exact_traces(mesh),
         "errors": error_checks(mesh),
+        "explicit_mesh": explicit_mesh_checks(mesh),
     }
     results["seconds"] = time.perf_counter() - start
     json.dump(results, sys.stdout)

@@ -37,6 +37,16 @@ def results():
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def test_plain_emap_takes_arrays_placed_on_an_explicit_axes_mesh(results):
+    # jax.make_mesh's default axis types: emap relabels the mesh Auto and computes
+    checks = results["explicit_mesh"]
+    assert all(error < 1e-5 for error in checks["errors"].values()), checks["errors"]
+    assert checks["inside_jit"].startswith(
+        "emap: modality 0 is sharded over a mesh with Explicit axes"
+    )
+    assert "AxisType.Auto" in checks["inside_jit"]
+
+
 def test_runs_on_eight_devices(results):
     assert results["device_count"] == 8
 

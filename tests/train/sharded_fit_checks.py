@@ -123,9 +123,14 @@ def main(mode, directory):
         mesh_2x4 = make_mesh((2, 4), ("data", "model"))
         sharded = run(mesh=mesh_2x4, param_axis="model")
         specs = {str(x.sharding.spec) for x in jax.tree.leaves(sharded.params)}
+        # jax.make_mesh's meshes have Explicit axes by default; fit uses them as Auto
+        explicit = jax.make_mesh((2, 4), ("data", "model"))
+        assert all(kind == jax.sharding.AxisType.Explicit for kind in explicit.axis_types)
+        explicit_run = run(mesh=explicit, param_axis="model")
         out |= {
             "data_parallel_diff": max_diff(single.params, data_parallel.params),
             "mesh_2x4_diff": max_diff(single.params, sharded.params),
+            "explicit_mesh_diff": max_diff(single.params, explicit_run.params),
             "sharded_specs": sorted(specs),
             "param_scale": max(float(np.max(np.abs(x))) for x in flat(single.params)),
         }
