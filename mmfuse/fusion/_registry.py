@@ -17,11 +17,27 @@ T = TypeVar("T", bound=type[FusionOperator])
 
 
 def register(name: str):
-    """Class decorator adding a fusion operator to the registry under ``name``."""
+    """Class decorator adding a fusion operator to the registry under ``name``.
+
+    The class subclasses ``FusionOperator`` and takes ``(in_dims, out_dim, *, rngs,
+    **options)``; its keyword options become ``create``'s. Registering a class of the
+    same module and name again (a re-run notebook cell) replaces it; any other class
+    under a taken name is refused.
+    """
 
     def wrap(cls: T) -> T:
-        if name in _REGISTRY:
-            raise ValueError(f"fusion operator {name!r} is already registered")
+        if not (isinstance(cls, type) and issubclass(cls, FusionOperator)):
+            raise TypeError(f"fusion.register({name!r}): {cls!r} is not a FusionOperator subclass")
+        known = _REGISTRY.get(name)
+        same = known is not None and (known.__module__, known.__qualname__) == (
+            cls.__module__,
+            cls.__qualname__,
+        )
+        if known is not None and not same:
+            raise ValueError(
+                f"fusion operator {name!r} is already registered "
+                f"({known.__module__}.{known.__qualname__})"
+            )
         _REGISTRY[name] = cls
         cls.name = name
         return cls

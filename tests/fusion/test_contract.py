@@ -188,3 +188,14 @@ def test_real_options_accept_numpy_and_jax_scalars_as_the_number(name, option, v
     for bad in (jnp.float32(jnp.nan), jnp.asarray([value, value]), jnp.asarray(True)):
         with pytest.raises(ValueError, match=f"{name}: {option} must be"):
             fusion.create(name, in_dims, 2, rngs=nnx.Rngs(0), **{option: bad})
+
+
+def test_register_refuses_a_taken_name_and_non_operators():
+    class Additive(fusion.FusionOperator):  # another class under a taken name
+        pass
+
+    with pytest.raises(ValueError, match=r"'additive' is already registered \(mmfuse.fusion"):
+        fusion.register("additive")(Additive)
+    with pytest.raises(TypeError, match=r"fusion.register\('mine'\): .* not a FusionOperator"):
+        fusion.register("mine")(dict)
+    assert "mine" not in fusion.names() and fusion.get("additive") is fusion.AdditiveFusion
