@@ -48,6 +48,8 @@ def check_dims(
     max_modalities: int | None = None,
 ) -> tuple[tuple[int, ...], int]:
     """Validates the sizes an operator is built with; returns them as ints."""
+    if isinstance(in_dims, np.ndarray) and in_dims.ndim == 1:  # e.g. np.array(widths)
+        in_dims = in_dims.tolist()
     if isinstance(in_dims, int) or not isinstance(in_dims, Sequence):
         raise ValueError(f"{name}: in_dims must be a sequence of modality widths, got {in_dims!r}")
     dims = tuple(in_dims)

@@ -84,6 +84,10 @@ def create(
         (listing the valid ones), or invalid sizes.
     """
     cls = get(name)
+    if not isinstance(rngs, nnx.Rngs):
+        raise TypeError(
+            f"{name}: rngs must be an nnx.Rngs (e.g. rngs=nnx.Rngs(0)), got {type(rngs).__name__}"
+        )
     valid = options(name)
     unknown = sorted(set(opts) - set(valid))
     if unknown:

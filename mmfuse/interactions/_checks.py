@@ -55,6 +55,13 @@ def check_inputs(inputs: Any, name: str = "emap") -> tuple[jax.Array, ...]:
 
 def _as_array(x: Any, m: int, name: str) -> jax.Array:
     """Modality ``m``'s input as a ``jax.Array``, or a ``TypeError`` that names it."""
+    parts = isinstance(x, tuple) and any(isinstance(e, (np.ndarray, jax.Array)) for e in x)
+    if parts or isinstance(x, Mapping):  # jnp.asarray would stack a tuple of arrays
+        raise TypeError(
+            f"{name}: modality {m} must be one array [N, ...], got a {type(x).__name__} of "
+            f"{len(x)}; fn receives one array per modality (pass parts such as tokens and "
+            "their mask as one array, or as separate modalities)"
+        )
     try:
         x = jnp.asarray(x)
     except TypeError as error:

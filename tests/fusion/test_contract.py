@@ -199,3 +199,10 @@ def test_register_refuses_a_taken_name_and_non_operators():
     with pytest.raises(TypeError, match=r"fusion.register\('mine'\): .* not a FusionOperator"):
         fusion.register("mine")(dict)
     assert "mine" not in fusion.names() and fusion.get("additive") is fusion.AdditiveFusion
+
+
+def test_create_names_a_bad_rngs_and_takes_widths_as_a_numpy_array():
+    with pytest.raises(TypeError, match=r"additive: rngs must be an nnx.Rngs .* got int"):
+        fusion.create("additive", (3, 4), 2, rngs=0)
+    op = fusion.create("additive", np.array([3, 4]), 2, rngs=nnx.Rngs(0))
+    assert op.in_dims == (3, 4) and all(type(d) is int for d in op.in_dims)

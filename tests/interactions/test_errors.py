@@ -104,3 +104,15 @@ def test_too_many_pairs_for_exact_mode_points_to_monte_carlo():
     xs = tuple(jnp.zeros((2048, 1)) for _ in range(4))  # 2048^3 rows exceed int32
     with pytest.raises(ValueError, match="use Monte-Carlo mode"):
         interactions.emap(lambda xs: xs[0][:, 0], xs)
+
+
+def test_a_modality_given_as_a_tuple_of_arrays_is_named():
+    a, b = jnp.ones((6, 2)), jnp.ones((6, 3))
+    with pytest.raises(
+        TypeError, match=r"emap: modality 0 must be one array \[N, \.\.\.\], got a tuple of 2"
+    ):
+        interactions.emap(lambda xs: xs[0].sum(-1), ((a, a), b))
+    # nested lists of numbers are still an array-like
+    rows = [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]
+    out = interactions.emap(lambda xs: xs[0][:, 0] * xs[1][:, 0], (rows, jnp.ones((3, 1))))
+    assert out.shape == (3,)
