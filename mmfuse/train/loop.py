@@ -53,6 +53,25 @@ class NonFiniteLossError(FloatingPointError):
         )
 
 
+def _lists_as_arrays(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Lists (or tuples) of numbers become NumPy arrays; arrays stay as they are."""
+    return {k: np.asarray(v) if isinstance(v, (list, tuple)) else v for k, v in data.items()}
+
+
+def _scalars(scores: Any) -> dict[str, float]:
+    """``evaluate``'s ``{name: scalar}`` as floats, or a ValueError naming what is not."""
+    if not isinstance(scores, Mapping):
+        raise ValueError(
+            f"evaluate must return a dict {{name: scalar}}, got {type(scores).__name__}"
+        )
+    for key, value in scores.items():
+        if np.size(value) != 1:
+            raise ValueError(
+                f"evaluate must return a dict {{name: scalar}}; {key!r} has shape {np.shape(value)}"
+            )
+    return {key: float(np.asarray(value).reshape(())) for key, value in scores.items()}
+
+
 @dataclasses.dataclass
 class FitResult:
     """What ``fit`` returns.
@@ -223,6 +242,21 @@ def fit(
     Returns:
       A ``FitResult``.
     """
+    if not isinstance(train_data, Mapping) or not train_data:
+        raise ValueError(
+            f"train_data must be a non-empty dict {{key: [N, ...] array}}, got "
+            f"{type(train_data).__name__}"
+        )
+    for key, value in train_data.items():
+        if isinstance(value, Mapping) or np.ndim(value) == 0:
+            raise ValueError(
+                f"train_data[{key!r}] must be an array [N, ...] (the dict is flat: one key per "
+                f"array), got {type(value).__name__}"
+                + ("" if isinstance(value, Mapping) else f" of shape {np.shape(value)}")
+            )
+    train_data = _lists_as_arrays(train_data)
+    if isinstance(eval_data, Mapping):
+        eval_data = _lists_as_arrays(eval_data)
     sizes = {key: np.shape(value)[0] for key, value in train_data.items()}
     if len(set(sizes.values())) != 1:
         raise ValueError(f"train_data arrays must share their first dimension, got {sizes}")
@@ -398,10 +432,7 @@ def fit(
                     writer.write(step, **{"train/loss": mean_loss})
                 bar.set_postfix(loss=f"{mean_loss:.4g}", refresh=False)
             if evaluating:
-                scores = {
-                    k: float(v)
-                    for k, v in jit_eval(state["params"], variables(state), eval_data).items()
-                }
+                scores = _scalars(jit_eval(state["params"], variables(state), eval_data))
                 if writer is not None:
                     writer.write(step, **{f"eval/{k}": v for k, v in scores.items()})
                 if monitor is not None:

@@ -184,6 +184,13 @@ def test_bad_arguments_name_the_problem(tmp_path):
         run(None, patience=0)
     with pytest.raises(ValueError, match=r"patience=2 needs a monitor"):
         run(None, monitor=None, patience=2)
+    nested = {"x": {"x1": data["x1"], "x2": data["x2"]}, "label": make_data()["label"]}
+    with pytest.raises(ValueError, match=r"train_data\['x'\] must be an array \[N, \.\.\.\]"):
+        run(None, data=nested, evaluate=None, monitor=None)
+    with pytest.raises(ValueError, match=r"'mse' has shape \(3,\)"):
+        run(None, evaluate=lambda m, b: {"mse": jnp.ones(3)})
+    listed = {key: value.tolist() for key, value in make_data().items()}  # lists of numbers
+    assert run(None, data=listed, num_steps=2, eval_every=2).step == 2
 
 
 @pytest.mark.parametrize(
