@@ -105,3 +105,9 @@ def test_more_classes_than_a_bit_score_can_bin_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match=r"num_classes=4 leaves class\(es\) 0, 1 empty: .* 2 "):
         data.load("synthetic/xor", sizes=(40, 10, 10), num_classes=4, data_dir=tmp_path)
     assert not list(tmp_path.glob("synthetic/*/1.0.0/*.array_record*"))
+
+
+def test_three_widths_with_two_uniqueness_weights_suggest_one_per_modality(tmp_path):
+    match = r"uniqueness has 2 weights for 3 modalities .* uniqueness=\(1.0, 0.0, 0.0\)"
+    with pytest.raises(ValueError, match=match):
+        data.load("synthetic/uniqueness", widths=(4, 4, 4), sizes=(40, 10, 10), data_dir=tmp_path)

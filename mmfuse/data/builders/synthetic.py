@@ -119,7 +119,9 @@ def check_params(params: dict[str, Any]) -> dict[str, Any]:
     uniqueness = tuple(uniqueness) if np.iterable(uniqueness) else (uniqueness,) * len(widths)
     if len(uniqueness) != len(widths):
         raise ValueError(
-            f"synthetic: uniqueness has {len(uniqueness)} weights for {len(widths)} modalities"
+            f"synthetic: uniqueness has {len(uniqueness)} weights for {len(widths)} modalities "
+            f"(widths={tuple(widths)}); give one per modality, e.g. "
+            f"uniqueness={(1.0,) + (0.0,) * (len(widths) - 1)}"
         )
     params["uniqueness"] = tuple(_float(w, "uniqueness") for w in uniqueness)
     for key in ("redundancy", "synergy", "noise"):
