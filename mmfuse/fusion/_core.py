@@ -351,7 +351,12 @@ class FusionOperator(nnx.Module):
     operands, e.g. ``jnp.bfloat16`` for mixed precision; products accumulate in float32
     and everything else (biases, elementwise products, norms, gates, the parameters
     and their gradients) stays float32 (see ``matmul``).
+
+    ``stochastic`` says whether the operator samples, and so takes ``key=`` when called
+    (``hard_gated``; ``modality_shift`` with dropout); the others take no key.
     """
+
+    stochastic: bool = False
 
     def __init__(
         self, in_dims: Sequence[int], out_dim: int, params: Params, compute_dtype: Any = None

@@ -206,3 +206,11 @@ def test_create_names_a_bad_rngs_and_takes_widths_as_a_numpy_array():
         fusion.create("additive", (3, 4), 2, rngs=0)
     op = fusion.create("additive", np.array([3, 4]), 2, rngs=nnx.Rngs(0))
     assert op.in_dims == (3, 4) and all(type(d) is int for d in op.in_dims)
+
+
+def test_stochastic_says_which_operators_take_a_key():
+    sampling = {name for name in NAMES if build(name).stochastic is True}
+    assert sampling == {"hard_gated"}  # modality_shift only with dropout > 0
+    assert all(build(name).stochastic is False for name in NAMES if name not in sampling)
+    with_dropout = fusion.create("modality_shift", (4, 3), 2, dropout=0.5, rngs=nnx.Rngs(0))
+    assert with_dropout.stochastic is True
