@@ -431,6 +431,7 @@ def run(args: argparse.Namespace, timer: Callable) -> dict:
             time_twins = device.type == "cuda" or platform == "cpu"
             torch_info = {
                 "torch": torch.__version__,
+                "cuda": torch.version.cuda,
                 "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                 "threads": torch.get_num_threads(),
                 "compile": not args.no_compile and not args.quick,
