@@ -21,6 +21,7 @@ the next weight), and padded pairs are masked out of the sums.
 from __future__ import annotations
 
 import functools
+import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -47,6 +48,27 @@ TARGET_PROGRAMS = 256
 MAX_PROGRAMS = 1024
 # Triton's dot needs every side to be at least 16.
 MIN_DOT_SIDE = 16
+# Software pipelining stages (Triton's num_stages). The weight slices are read inside the
+# row loop, so each stage buffers all of them in shared memory: for the 2x128 -> 256 ->
+# 256 -> 2 head, 3 stages (Pallas's default) need about 420 KB, 2 about 280 KB, 1 about
+# 64 KB of an H100 / H200's 227 KB.
+DEFAULT_NUM_STAGES = 1
+# Columns per tile: each step holds a [rows_per_step · block_cols, H] tile on chip.
+MAX_BLOCK_COLS = 1024
+# Threads per block: warps of 32 threads, at most 1,024 threads.
+MAX_NUM_WARPS = 32
+# The kernel addresses its outputs with int32 offsets.
+MAX_INDEX = 2**31 - 1
+
+
+def _relu(x: jax.Array) -> jax.Array:
+    """max(x, 0) that keeps NaN: Triton lowers ``jnp.maximum`` to a max that returns
+    the number when one operand is NaN, which would hide a non-finite pair."""
+    return jnp.where(x < 0, jnp.zeros_like(x), x)
+
+
+def _keep_nan(act: Callable[[jax.Array], jax.Array] | None) -> Callable | None:
+    return _relu if act is jax.nn.relu else act
 
 
 def _padded(size: int, minimum: int = MIN_DOT_SIDE) -> int:
@@ -136,8 +158,9 @@ def _kernel(
             ok = jnp.logical_and(row_ok[:, None], col_ok[None, :])  # [R, T]
             # a pair is bad when any output is; padded output columns are sums of
             # zero weights, non-finite exactly when the real ones are
-            nonfinite = jnp.sum(jnp.where(jnp.isfinite(z), 0.0, 1.0), axis=2)  # [R, T]
-            bad = jnp.where(jnp.logical_and(ok, nonfinite > 0), 1.0, 0.0)  # [R, T]
+            zero, one = jnp.float32(0), jnp.float32(1)  # float32 also under x64
+            nonfinite = jnp.sum(jnp.where(jnp.isfinite(z), zero, one), axis=2)  # [R, T]
+            bad = jnp.where(jnp.logical_and(ok, nonfinite > 0), one, zero)  # [R, T]
             z = jnp.where(ok[:, :, None], z, 0.0)  # [R, T, Cp]
             row_out[pl.ds(first, rows_per_step), :] += jnp.sum(z, axis=1)
             bad_out[pl.ds(first, rows_per_step)] += jnp.sum(bad, axis=1)
@@ -163,8 +186,8 @@ def fused_pair_sums(
     block_cols: int = DEFAULT_BLOCK_COLS,
     rows_per_step: int = DEFAULT_ROWS_PER_STEP,
     hidden_chunk: int | None = DEFAULT_HIDDEN_CHUNK,
-    num_warps: int | None = DEFAULT_NUM_WARPS,
-    num_stages: int | None = None,
+    num_warps: int = DEFAULT_NUM_WARPS,
+    num_stages: int = DEFAULT_NUM_STAGES,
     interpret: bool | None = None,
 ) -> tuple[tuple[jax.Array, jax.Array], jax.Array]:
     """Row and column sums of ``g(u_i + v_j) - shift`` over all pairs, and the bad count.
@@ -180,15 +203,18 @@ def fused_pair_sums(
       activations: one per layer, applied before it.
       shift: ``[C]``, subtracted from every output before summing.
       compute_dtype: the matmul operands' dtype (accumulation is float32).
-      block_rows: rows per program, a multiple of ``rows_per_step`` (default: a
-        power of two giving about ``TARGET_PROGRAMS`` programs).
+      block_rows: rows per program, a power of two and a multiple of
+        ``rows_per_step`` (default: a power of two giving about ``TARGET_PROGRAMS``
+        programs).
       block_cols: columns per tile, a power of two.
       rows_per_step: rows paired with a tile at once, a power of two; each matmul
         has ``rows_per_step · block_cols`` ≥ 16 rows.
       hidden_chunk: the last hidden layer's units computed at a time, a power of two
         (``None``: all at once); with two or more layers, only ``[H, h]`` and
         ``[h, C]`` slices of the last two weights need to be on chip at once.
-      num_warps, num_stages: Triton's launch parameters (GPU only).
+      num_warps, num_stages: Triton's launch parameters (GPU only): warps per
+        program, a power of two up to 32; software-pipelining stages, each buffering
+        the weights in shared memory (default 1, see ``DEFAULT_NUM_STAGES``).
       interpret: run the kernel with the Pallas interpreter (default: off a GPU).
 
     Returns:
@@ -197,12 +223,38 @@ def fused_pair_sums(
     """
     num_rows, num_cols = u.shape[0], v.shape[0]
     num_outputs = shift.shape[0]
+    for name, x in (("first modality", u), ("second modality", v)):
+        if x.dtype == jnp.float64:
+            raise ValueError(
+                f"emap_model: kernel='pallas' computes in float32 (or bf16) but the "
+                f"{name}'s first-layer parts are float64; use kernel='xla' for float64"
+            )
+    block_cols = _option_int("block_cols", block_cols)
+    rows_per_step = _option_int("rows_per_step", rows_per_step)
+    num_warps = _option_int("num_warps", num_warps)
+    num_stages = _option_int("num_stages", num_stages)
     tiles = [("block_cols", block_cols), ("rows_per_step", rows_per_step)]
+    tiles.append(("num_warps", num_warps))
     if hidden_chunk is not None:
-        tiles.append(("hidden_chunk", hidden_chunk))
+        tiles.append(("hidden_chunk", _option_int("hidden_chunk", hidden_chunk)))
+        hidden_chunk = tiles[-1][1]
+    if block_rows is not None:
+        block_rows = _option_int("block_size", block_rows)
+        tiles.append(("block_size (rows per program)", block_rows))
     for label, value in tiles:
         if value < 1 or value & (value - 1):
             raise ValueError(f"emap_model: {label} must be a power of two, got {value}")
+    if num_warps > MAX_NUM_WARPS:
+        raise ValueError(
+            f"emap_model: num_warps must be at most {MAX_NUM_WARPS} (1,024 threads), "
+            f"got {num_warps}"
+        )
+    if num_stages < 1:
+        raise ValueError(f"emap_model: num_stages must be at least 1, got {num_stages}")
+    if block_cols > MAX_BLOCK_COLS:  # a [rows_per_step · block_cols, H] tile per step
+        raise ValueError(
+            f"emap_model: block_cols must be at most {MAX_BLOCK_COLS}, got {block_cols}"
+        )
     if rows_per_step * block_cols < MIN_DOT_SIDE:
         raise ValueError(
             f"emap_model: rows_per_step * block_cols must be at least {MIN_DOT_SIDE} (the "
@@ -216,8 +268,7 @@ def fused_pair_sums(
             f"rows_per_step={rows_per_step}, got {block_rows}"
         )
     elif (programs := -(-num_rows // block_rows)) > MAX_PROGRAMS:
-        least = -(-num_rows // MAX_PROGRAMS)
-        least = -(-least // rows_per_step) * rows_per_step
+        least = max(_padded(-(-num_rows // MAX_PROGRAMS), minimum=1), rows_per_step)
         raise ValueError(
             f"emap_model: block_size={block_rows} (rows per program) gives {programs} "
             f"programs for N = {num_rows}, each storing its [N, C] column sums; the Pallas "
@@ -246,6 +297,12 @@ def fused_pair_sums(
     if hidden_chunk is not None and len(layers) >= 2:
         hidden_chunk = min(hidden_chunk, padded[-2])  # [-2]: the last hidden width
     num_programs = rows_pad // block_rows
+    if num_programs * cols_pad * padded[-1] > MAX_INDEX:
+        raise ValueError(
+            f"emap_model: kernel='pallas' would store {num_programs} programs' column sums "
+            f"of {cols_pad} x {padded[-1]} floats, beyond the kernel's int32 offsets; use a "
+            "larger block_size (fewer programs), or kernel='xla'"
+        )
     whole = lambda a: pl.BlockSpec(a.shape, lambda p: (0,) * a.ndim)  # noqa: E731
     in_specs = [
         pl.BlockSpec((block_rows, padded[0]), lambda p: (p, 0)),  # u: the program's rows
@@ -267,7 +324,7 @@ def fused_pair_sums(
     )
     kernel = functools.partial(
         _kernel,
-        activations=tuple(activations),
+        activations=tuple(_keep_nan(a) for a in activations),
         block_rows=block_rows,
         block_cols=block_cols,
         rows_per_step=rows_per_step,
@@ -292,3 +349,13 @@ def fused_pair_sums(
     )
     sums = (rows[:num_rows, :num_outputs], cols[:num_cols, :num_outputs])
     return sums, count
+
+
+def _option_int(label: str, value: Any) -> int:
+    """A kernel option as a Python int (NumPy integers too), or a ValueError naming it."""
+    if isinstance(value, bool):
+        raise ValueError(f"emap_model: {label} must be an int, got {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise ValueError(f"emap_model: {label} must be an int, got {value!r}") from None

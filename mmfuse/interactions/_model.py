@@ -150,7 +150,7 @@ def emap_model(
       inputs: M arrays ``[N, ...]`` paired along axis 0.
       decompose: return the whole ``EmapDecomposition`` instead of ``projected``.
       block_size, num_samples, key: as for ``emap_decompose`` (with the Pallas kernel,
-        ``block_size`` is the rows per program, each program storing its ``[N, C]``
+        ``block_size`` is the rows per program, a power of two, each program storing its ``[N, C]``
         column sums: at most 1,024 programs; by default about 256).
       kernel: ``"xla"`` or ``"pallas"``.
       compute_dtype: the matmul operand dtype of a split MLP head or tensor fusion

@@ -11,6 +11,7 @@ import pytest
 from flax import nnx
 
 from mmfuse import fusion, interactions, models
+from mmfuse.interactions import _mlp_kernel
 from mmfuse.interactions._mlp_head import split_mlp
 from mmfuse.interactions._mlp_kernel import fused_pair_sums
 
@@ -104,7 +105,7 @@ def test_fused_kernel_equals_the_blocked_pass_and_the_whole_model(head, activati
     ("hidden", "block_cols", "rows_per_step", "block_rows", "hidden_chunk"),
     [
         ((20,), 16, 1, 8, 16),  # one layer after the split: nothing to slice
-        ((20, 40), 8, 4, 12, 16),  # the 40 (64 padded) hidden units in 4 slices
+        ((20, 40), 8, 4, 16, 16),  # the 40 (64 padded) hidden units in 4 slices
         ((20, 40), 16, 2, 4, None),  # all at once
     ],
 )
@@ -244,8 +245,14 @@ def test_errors_name_the_problem():
     sequences = tuple(np.stack([x, x], axis=1) for x in xs)  # [N, T=2, d_m]
     with pytest.raises(ValueError, match=r"one vector per example.*\(6, 2, 24\).*use kernel='xla'"):
         interactions.emap_model(model, sequences, kernel="pallas")
-    with pytest.raises(ValueError, match="multiple of rows_per_step=2, got 3"):
-        interactions.emap_model(model, xs, kernel="pallas", block_size=3)
+    # Triton tiles have power-of-two sides: the rows of a program are one
+    with pytest.raises(
+        ValueError, match=r"block_size \(rows per program\) must be a power of two, got 6"
+    ):
+        interactions.emap_model(model, xs, kernel="pallas", block_size=6)
+    options = {"rows_per_step": 4}
+    with pytest.raises(ValueError, match="multiple of rows_per_step=4, got 2"):
+        interactions.emap_model(model, xs, kernel="pallas", block_size=2, kernel_options=options)
     # each program stores [N, C] column sums: too many programs would rival the N² grid
     many = (
         jax.ShapeDtypeStruct((2050, 7), jnp.float32),
@@ -260,6 +267,25 @@ def test_errors_name_the_problem():
         interactions.emap_model(model, xs, kernel="pallas", kernel_options={"block_cols": 24})
     with pytest.raises(ValueError, match="hidden_chunk must be a power of two, got 48"):
         interactions.emap_model(model, xs, kernel="pallas", kernel_options={"hidden_chunk": 48})
+    for options, match in [
+        ({"num_warps": 3}, "num_warps must be a power of two, got 3"),
+        ({"num_warps": 64}, r"num_warps must be at most 32 \(1,024 threads\), got 64"),
+        ({"num_stages": 0}, "num_stages must be at least 1, got 0"),
+        ({"num_stages": "x"}, "num_stages must be an int, got 'x'"),
+        ({"block_cols": 16.0}, "block_cols must be an int, got 16.0"),
+        ({"block_cols": 2**20}, "block_cols must be at most 1024, got 1048576"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            interactions.emap_model(model, xs, kernel="pallas", kernel_options=options)
+    tiles = {"block_cols": np.int64(16), "rows_per_step": np.int32(2)}  # NumPy ints are ints
+    fused = interactions.emap_model(model, xs, kernel="pallas", kernel_options=tiles)
+    np.testing.assert_allclose(fused, interactions.emap_model(model, xs), rtol=1e-5, atol=1e-6)
+    with jax.enable_x64(True):  # float64 parts would be computed in float32: refused
+        wide = tuple(np.asarray(x, np.float64) for x in xs)
+        with pytest.raises(
+            ValueError, match=r"computes in float32 .* are float64; use kernel='xla'"
+        ):
+            interactions.emap_model(model, wide, kernel="pallas")
     with pytest.raises(ValueError, match=r"unknown kernel_options \['tile'\]"):
         interactions.emap_model(model, xs, kernel="pallas", kernel_options={"tile": 8})
     with pytest.raises(ValueError, match="kernel_options are for kernel='pallas'"):
@@ -304,3 +330,17 @@ def test_kernel_lowers_to_triton_for_a_gpu(tiles, dtype):
         lowered = jax.jit(sums).trace(*args).lower(lowering_platforms=("cuda",))
     text = lowered.as_text()
     assert "__gpu$xla.gpu.triton" in text and 'name = "emap_mlp_pair_sums"' in text
+
+
+def test_the_kernels_relu_keeps_nan_and_float32_inputs_work_under_x64():
+    # Triton lowers jnp.maximum to a max that drops NaN: the kernel's relu must not, or a
+    # non-finite input would give finite EMAP instead of the error
+    relu = _mlp_kernel._keep_nan(jax.nn.relu)
+    values = jnp.array([jnp.nan, -jnp.inf, -1.0, 0.0, 2.0, jnp.inf])
+    np.testing.assert_array_equal(relu(values), [jnp.nan, 0.0, 0.0, 0.0, 2.0, jnp.inf])
+    assert _mlp_kernel._keep_nan(jnp.tanh) is jnp.tanh
+    model, xs = early_fusion(), inputs(8, 6, (7, 3))
+    with jax.enable_x64(True):  # float32 inputs: the kernel's constants stay float32
+        fused = interactions.emap_model(model, xs, kernel="pallas")
+        plain = interactions.emap_model(model, xs)
+    np.testing.assert_allclose(fused, plain, rtol=1e-5, atol=1e-6)
