@@ -160,7 +160,9 @@ def emap_model(
         parameters: ``block_cols`` (columns per tile, default 64), ``rows_per_step``
         (rows paired with a tile at once, default 2), ``hidden_chunk`` (the last
         hidden layer's units computed at a time, default 64; ``None``: all),
-        ``num_warps`` (default 8), ``num_stages``.
+        ``num_warps`` (default 8, a power of two up to 32), ``num_stages`` (Triton's
+        pipelining stages, default 1: each stage buffers the weights in shared
+        memory).
 
     Returns:
       ``[N, C]`` projected outputs, or the ``EmapDecomposition``.
