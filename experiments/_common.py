@@ -254,6 +254,24 @@ def _encoder(
     return models.MLP(shape[-1], tuple(hidden), width, compute_dtype=compute_dtype, rngs=rngs)
 
 
+class _SequencePredictor(nnx.Module):
+    """Late fusion's predictor of a ``[T, d]`` modality: the recurrent encoder's pooled
+    state ``[B, width]``, then a linear readout to the ``C`` outputs (the state alone is
+    bounded by the GRU's tanh: no prediction beyond ±1)."""
+
+    input_rank = 2
+
+    def __init__(
+        self, in_dim: int, width: int, num_outputs: int, rngs: nnx.Rngs, compute_dtype: Any
+    ):
+        self.encoder = _encoder((1, in_dim), (), width, rngs, compute_dtype)
+        self.readout = models.MLP(width, (), num_outputs, compute_dtype=compute_dtype, rngs=rngs)
+        self.in_dim = self.encoder.in_dim
+
+    def __call__(self, x: jax.typing.ArrayLike, mask: jax.typing.ArrayLike | None = None):
+        return self.readout(self.encoder(x, mask=mask))  # [B, C]
+
+
 def build_model(
     kind: str,
     shapes: Sequence[Sequence[int]],
@@ -274,7 +292,8 @@ def build_model(
     Args:
       kind: ``"intermediate"`` (encoder per modality -> ``fusion_name`` -> MLP head),
         ``"early"`` (the concatenated raw features -> one MLP: the ``nonlinear``
-        operator), ``"late"`` (an MLP predictor per modality, predictions combined by
+        operator), ``"late"`` (a predictor per modality: an MLP, or for a sequence the
+        recurrent encoder then a linear readout; predictions combined by
         ``late_combine``), or ``"raw"`` (the operator maps the raw modalities straight to
         the outputs, so only its equation can combine them).
       shapes: per-example shapes of the M modalities, ``(d_m,)`` or ``(T, d_m)``.
@@ -293,7 +312,12 @@ def build_model(
             raise ValueError(f"model.kind='raw' needs vector modalities, got shapes {shapes}")
         return fusion.create(fusion_name, dims, num_outputs, rngs=rngs, **options)
     if kind == "late":
-        predictors = [_encoder(s, encoder_hidden, num_outputs, rngs, compute_dtype) for s in shapes]
+        predictors = [
+            _SequencePredictor(s[-1], encoder_dim, num_outputs, rngs, compute_dtype)
+            if len(s) == 2
+            else _encoder(s, encoder_hidden, num_outputs, rngs, compute_dtype)
+            for s in shapes
+        ]
         return models.LateFusion(predictors, combine=late_combine)
     head = models.MLP(
         fused_dim, tuple(head_hidden), num_outputs, compute_dtype=compute_dtype, rngs=rngs

@@ -403,3 +403,17 @@ def test_a_run_killed_after_its_last_checkpoint_keeps_its_step_time(tmp_path):
     assert train.read_metrics(metrics) == records  # the saved step time, written once
     trainer.train_and_evaluate(config, str(tmp_path))  # a rerun adds nothing
     assert train.read_metrics(metrics) == records
+
+
+def test_late_fusion_on_sequences_reads_out_linearly_beyond_the_grus_range():
+    # a GRU's pooled state is bounded by tanh: a sequence predictor needs a readout, or
+    # no regression target beyond ±1 (CMU-MOSI's are in [-3, 3]) could be fitted
+    model = _common.build_model("late", ((5, 3), (4,)), 1, seed=0)
+    sequence_predictor = model.predictors[0]
+    readout = sequence_predictor.readout.layers[-1]
+    readout.kernel[...] = jnp.zeros_like(readout.kernel[...])
+    readout.bias[...] = jnp.full_like(readout.bias[...], 3.0)
+    xs = (jax.random.normal(jax.random.key(0), (6, 5, 3)), jnp.zeros((6, 4)))
+    vector_alone = model.predictors[1](xs[1])  # [6, 1]
+    np.testing.assert_allclose(model(xs), (3.0 + vector_alone) / 2, rtol=1e-6)  # the mean
+    assert sequence_predictor.in_dim == 3 and sequence_predictor.input_rank == 2
