@@ -69,8 +69,16 @@ def objective(task: _common.Task, penalty: float):
 
 
 def build_model(config, task: _common.Task, seed: int) -> models.ResidualFusion:
+    shapes = dict(zip(task.modalities, task.shapes(), strict=True))
+    sequences = {m: tuple(s) for m, s in shapes.items() if len(s) != 1}
+    if sequences:
+        # ResidualFusion would run per time step, giving [B, T, C] against [B] labels
+        raise ValueError(
+            f"mro: the residual model takes one vector per example, but {task.name}'s "
+            f"modalities {sequences} are sequences [T, d]; use datasets of vector modalities"
+        )
     return models.ResidualFusion(
-        tuple(s[-1] for s in task.shapes()),
+        tuple(s[-1] for s in shapes.values()),
         task.num_outputs,
         hidden_dims=tuple(config.model.hidden_dims),
         max_order=config.model.get("max_order"),

@@ -1,9 +1,10 @@
 """The MRO trainer: interaction branches are used on xor, not on additive data; EMAP agrees."""
 
+import numpy as np
 import pytest
 
 from configs import mro as mro_config
-from experiments import mro
+from experiments import _common, mro
 from mmfuse import train
 
 
@@ -44,3 +45,19 @@ def test_outputs_and_a_rerun_that_reads_the_finished_runs(results, data_dir):
     config = mro_config.get_config("tiny")
     config.data_dir = str(data_dir)
     assert mro.train_and_evaluate(config, workdir) == out
+
+
+def test_sequence_modalities_are_refused_naming_them():
+    # the residual model applied per time step would return [B, T, C] for [B] labels
+    rng = np.random.default_rng(0)
+    splits = {
+        "train": {
+            "text": rng.normal(size=(8, 5, 3)),
+            "audio": rng.normal(size=(8, 4)),
+            "label": np.zeros(8),
+        }
+    }
+    task = _common.Task("toy_sequences", ("text", "audio"), splits, num_classes=None)
+    config = mro_config.get_config("tiny")
+    with pytest.raises(ValueError, match=r"toy_sequences's modalities \{'text': \(5, 3\)\} are"):
+        mro.build_model(config, task, seed=0)
