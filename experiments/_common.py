@@ -325,7 +325,13 @@ def build_model(
     if kind == "early":
         if any(len(s) != 1 for s in shapes):
             raise ValueError(f"model.kind='early' needs vector modalities, got shapes {shapes}")
-        op = fusion.create("nonlinear", dims, fused_dim, rngs=rngs, **options)
+        try:
+            op = fusion.create("nonlinear", dims, fused_dim, rngs=rngs, **options)
+        except ValueError as error:
+            raise ValueError(
+                f"model.kind='early' fuses with the nonlinear operator, whatever model.fusion "
+                f"says: {error}"
+            ) from None
         return models.FusionModel([None] * len(dims), op, head)
     encoders = [_encoder(s, encoder_hidden, encoder_dim, rngs, compute_dtype) for s in shapes]
     op = fusion.create(fusion_name, (encoder_dim,) * len(dims), fused_dim, rngs=rngs, **options)
@@ -338,6 +344,11 @@ def model_from_config(cfg: ml_collections.ConfigDict, task: Task, seed: int) -> 
     for key in ("encoder_hidden", "head_hidden"):
         for i, width in enumerate(cfg[key]):
             check_count(f"model.{key}[{i}]", width, 1)
+    if cfg.kind == "late" and fusion_options(cfg):  # a setting the run would ignore
+        raise ValueError(
+            f"model.fusion_options {fusion_options(cfg)} are unused: model.kind='late' "
+            "combines per-modality predictions, with no fusion operator"
+        )
     return build_model(
         cfg.kind,
         task.shapes(),

@@ -417,3 +417,15 @@ def test_late_fusion_on_sequences_reads_out_linearly_beyond_the_grus_range():
     vector_alone = model.predictors[1](xs[1])  # [6, 1]
     np.testing.assert_allclose(model(xs), (3.0 + vector_alone) / 2, rtol=1e-6)  # the mean
     assert sequence_predictor.in_dim == 3 and sequence_predictor.input_rank == 2
+
+
+def test_fusion_settings_a_model_kind_cannot_use_are_named():
+    config = supervised.get_config("low_rank_tensor,synthetic/xor")
+    task = toy_task()
+    config.model.kind = "late"
+    config.model.fusion_options.rank = 8  # late fusion has no operator to take it
+    with pytest.raises(ValueError, match=r"fusion_options \{'rank': 8\} are unused: .*'late'"):
+        _common.model_from_config(config.model, task, seed=0)
+    config.model.kind = "early"  # always the nonlinear operator
+    with pytest.raises(ValueError, match=r"'early' fuses with the nonlinear operator.*rank"):
+        _common.model_from_config(config.model, task, seed=0)
