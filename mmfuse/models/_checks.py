@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from mmfuse.fusion._core import as_real_array
+from mmfuse.fusion._core import as_real_array, check_real
 
 # (feature size d_m or None if unknown, per-example rank: 1 for [..., d], 2 for [..., T, d])
 InputSpec = tuple[int | None, int | None]
@@ -30,6 +30,12 @@ def input_spec(module: Any, default_dim: int | None = None) -> InputSpec:
     if isinstance(module, nnx.Linear):
         return module.in_features, 1
     return getattr(module, "in_dim", None), getattr(module, "input_rank", None)
+
+
+def check_pad_value(value: Any, name: str) -> float | None:
+    """``None``, or the finite number whose all-equal tokens count as padding (NaN would
+    silently match nothing)."""
+    return None if value is None else check_real(value, "pad_value", name)
 
 
 def check_sequence(xs: Any, num_modalities: int, name: str, what: str = "modalities") -> None:

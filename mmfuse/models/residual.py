@@ -87,6 +87,11 @@ class ResidualFusion(nnx.Module):
             check_positive(d, f"in_dims[{m}]", name) for m, d in enumerate(in_dims)
         )
         self.out_dim = check_positive(out_dim, "out_dim", name)
+        if isinstance(hidden_dims, (str, bytes)) or not isinstance(hidden_dims, Sequence):
+            raise ValueError(
+                f"{name}: hidden_dims must be a sequence of positive ints (possibly empty), "
+                f"got {hidden_dims!r}; e.g. ({hidden_dims},) for one hidden layer"
+            )
         num_modalities = len(self.in_dims)
         max_order = num_modalities if max_order is None else max_order
         if not is_int(max_order):
@@ -164,7 +169,13 @@ def _sorted_orders(outputs_by_order: Mapping[int, jax.Array], name: str) -> list
     orders = sorted(outputs_by_order)
     if orders[0] != 1:
         raise ValueError(f"{name}: outputs_by_order needs the unimodal order 1, got {orders}")
+    if orders != list(range(1, len(orders) + 1)):  # a missing order would drop its term
+        raise ValueError(f"{name}: outputs_by_order must hold orders 1..K, got {orders}")
     outs = [jnp.asarray(outputs_by_order[k]) for k in orders]
+    if outs[0].ndim < 2:  # [B] would be read as one example's C outputs
+        raise ValueError(
+            f"{name}: outputs must be [B, C] (C = 1 for one output), got shape {outs[0].shape}"
+        )
     for k, out in zip(orders, outs, strict=True):
         if out.shape != outs[0].shape:
             raise ValueError(

@@ -114,3 +114,25 @@ def test_sequence_encoder_vmaps_over_examples():
     graphdef, state = nnx.split(encoder)
     one = jax.jit(jax.vmap(lambda x: nnx.merge(graphdef, state)(x)))(x)  # [T, d] inside
     np.testing.assert_allclose(one, jit_call(encoder, x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("pad_value", ["0", [0.0, 0.0, 0.0], float("nan"), True])
+def test_a_pad_value_that_is_not_a_finite_number_is_named(pad_value):
+    # NaN would match no token (padding detection silently off); a string failed at call
+    with pytest.raises(ValueError, match="SequenceEncoder: pad_value must be a finite number"):
+        models.SequenceEncoder(3, 4, pad_value=pad_value, rngs=nnx.Rngs(0))
+    sizes = dict(d_model=8, num_heads=2, num_layers=2, mlp_dim=8, max_len=4)
+    for model in (models.EarlyFusionTransformer, models.BottleneckFusion):
+        with pytest.raises(ValueError, match=f"{model.__name__}: pad_value must be a finite"):
+            model((3, 2), 2, **sizes, pad_value=pad_value, rngs=nnx.Rngs(0))
+    assert models.SequenceEncoder(3, 4, pad_value=jnp.float32(0), rngs=nnx.Rngs(0)).pad_value == 0
+
+
+def test_an_int_for_hidden_dims_is_named_with_the_tuple_it_likely_meant():
+    with pytest.raises(
+        ValueError, match=r"MLP: hidden_dims must be a sequence .* got 4; e.g. \(4,\)"
+    ):
+        models.MLP(3, 4, 2, rngs=nnx.Rngs(0))
+    match = r"ResidualFusion: hidden_dims must be a sequence .* got 8; e.g. \(8,\)"
+    with pytest.raises(ValueError, match=match):
+        models.ResidualFusion((3, 3), 2, hidden_dims=8, rngs=nnx.Rngs(0))

@@ -109,6 +109,12 @@ def test_masks_reach_the_encoders():
     np.testing.assert_allclose(y, jit_call(model, (x[:, 2:], v)), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="modality 1 has no encoder to take its mask"):
         model((x, v), masks=(None, jnp.ones((B,), bool)))
+    rngs = nnx.Rngs(0)
+    vectors = models.FusionModel(
+        [models.MLP(3, (4,), 2, rngs=rngs), None], fusion.create("additive", (2, 2), 2, rngs=rngs)
+    )
+    with pytest.raises(ValueError, match=r"modality 0's MLP takes no mask .* pass None"):
+        vectors((jnp.ones((B, 3)), jnp.ones((B, 2))), masks=(jnp.ones((B,), bool), None))
 
 
 def test_per_step_fusion_beside_a_sequence_encoder_that_keeps_its_steps():

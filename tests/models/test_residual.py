@@ -118,6 +118,10 @@ def test_bad_inputs_name_the_modality_and_shapes():
         models.residual_loss({2: jnp.ones((B, C))}, jnp.zeros((B, C)), mse)
     with pytest.raises(ValueError, match=r"order-2 output has shape \(5, 2\)"):
         models.interaction_share({1: jnp.ones((B, C)), 2: jnp.ones((B, 2))})
+    with pytest.raises(ValueError, match=r"outputs must be \[B, C\] .* got shape \(4,\)"):
+        models.interaction_share({1: jnp.arange(4.0), 2: jnp.arange(4.0)})  # [B]: no C axis
+    with pytest.raises(ValueError, match=r"must hold orders 1..K, got \[1, 3\]"):
+        models.residual_loss({1: jnp.ones((B, C)), 3: jnp.ones((B, C))}, jnp.zeros((B, C)), mse)
 
 
 def train_share(x1, x2, y, steps=300):

@@ -63,6 +63,11 @@ class MLP(nnx.Module):
         compute_dtype: Any = None,
         rngs: nnx.Rngs,
     ):
+        if isinstance(hidden_dims, (str, bytes)) or not isinstance(hidden_dims, Sequence):
+            raise ValueError(
+                f"MLP: hidden_dims must be a sequence of positive ints (possibly empty), got "
+                f"{hidden_dims!r}; e.g. ({hidden_dims},) for one hidden layer"
+            )
         widths = (
             check_positive(in_dim, "in_dim", "MLP"),
             *(check_positive(h, f"hidden_dims[{i}]", "MLP") for i, h in enumerate(hidden_dims)),

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from mmfuse.fusion._core import check_choice, check_compute_dtype, check_positive, linear
-from mmfuse.models._checks import check_input
+from mmfuse.models._checks import check_input, check_pad_value
 
 SEQUENCE_POOLS = ("last", "mean", "none")
 
@@ -107,7 +107,7 @@ class SequenceEncoder(nnx.Module):
         self.in_dim = check_positive(in_dim, "in_dim", name)
         self.out_dim = check_positive(out_dim, "out_dim", name)
         self.pool = check_choice(pool, SEQUENCE_POOLS, "pool", name)
-        self.pad_value = pad_value
+        self.pad_value = check_pad_value(pad_value, name)
         self.inputs = nnx.Linear(in_dim, 3 * out_dim, rngs=rngs)
         self.recurrent = nnx.Linear(
             out_dim, 3 * out_dim, kernel_init=nnx.initializers.orthogonal(), rngs=rngs

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -68,6 +69,20 @@ def apply_per_modality(
             if mask is not None:
                 raise ValueError(f"{name}: modality {m} has no encoder to take its mask")
             outs.append(x)
+        elif mask is not None and not _takes_mask(module):
+            raise ValueError(
+                f"{name}: modality {m}'s {type(module).__name__} takes no mask (one vector "
+                "per example); pass None as its mask"
+            )
         else:
             outs.append(module(x) if mask is None else module(x, mask=mask))
     return tuple(outs)
+
+
+def _takes_mask(module: Any) -> bool:
+    """Whether ``module(x, mask=...)`` is a call its signature accepts."""
+    try:
+        parameters = inspect.signature(module).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: let the call decide
+        return True
+    return any(p.name == "mask" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)

@@ -22,7 +22,7 @@ from mmfuse.fusion._core import (
     einsum,
     linear,
 )
-from mmfuse.models._checks import check_tokens
+from mmfuse.models._checks import check_pad_value, check_tokens
 
 POSITIONS = ("learned", "sinusoidal")
 POOLS = ("mean", "cls")
@@ -184,7 +184,7 @@ class RawTokenModel(nnx.Module):
         check_transformer_sizes(d_model, num_heads, num_layers, mlp_dim, max_len, name)
         self.pool = check_choice(pool, POOLS, "pool", name)
         self.max_len = max_len
-        self.pad_value = pad_value
+        self.pad_value = check_pad_value(pad_value, name)
         self.embed = token_embeddings(
             self.in_dims,
             d_model,
