@@ -195,7 +195,7 @@ def decompose(
         name=name,
     )
     parts = jax.jit(compute)(xs, key)
-    _raise_if_nonfinite(parts.num_nonfinite, n, num_modalities, num_samples, name)
+    _raise_if_nonfinite(parts, n, num_modalities, num_samples, name)
     return parts
 
 
@@ -351,13 +351,23 @@ def _sampled(
 
 
 def _raise_if_nonfinite(
-    count: jax.Array, n: int, num_modalities: int, num_samples: int | None, name: str
+    parts: EmapDecomposition, n: int, num_modalities: int, num_samples: int | None, name: str
 ) -> None:
-    """Raises when ``fn`` produced non-finite outputs; a no-op while tracing (jit)."""
+    """Raises when ``fn`` produced non-finite outputs, or finite ones whose sums
+    overflowed; a no-op while tracing (jit)."""
+    count = parts.num_nonfinite
     if isinstance(count, jax.core.Tracer):
         return
     count = int(count)
     if count == 0:
+        projected = parts.projected
+        if not bool(jnp.all(jnp.isfinite(projected))):
+            raise ValueError(
+                f"{name}: fn's outputs are finite but their sums over the pairs overflowed "
+                f"{projected.dtype} (the largest finite |original output| is "
+                f"{float(jnp.max(jnp.abs(parts.original))):.3g}); rescale the outputs, or "
+                "use float64 (jax_enable_x64)"
+            )
         return
     if num_samples is None:
         evaluated = f"{n}^{num_modalities} = {n**num_modalities} cross pairs"

@@ -218,7 +218,7 @@ def decompose(
         **_NO_CHECK,
     )
     parts = jax.jit(mapped)(xs, key)
-    _raise_if_nonfinite(parts.num_nonfinite, n, num_modalities, num_samples, name)
+    _raise_if_nonfinite(parts, n, num_modalities, num_samples, name)
     return parts
 
 

@@ -116,3 +116,19 @@ def test_a_modality_given_as_a_tuple_of_arrays_is_named():
     rows = [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]
     out = interactions.emap(lambda xs: xs[0][:, 0] * xs[1][:, 0], (rows, jnp.ones((3, 1))))
     assert out.shape == (3,)
+
+
+def test_finite_outputs_whose_sums_overflow_are_named():
+    a, b = jnp.array([[3e38], [3e38], [1.0]]), jnp.ones((3, 1))
+
+    def fn(xs):
+        return xs[0][:, 0] + xs[1][:, 0]
+
+    with pytest.raises(
+        ValueError, match=r"outputs are finite but their sums .* overflowed float32"
+    ):
+        interactions.emap(fn, (a, b))
+    with jax.enable_x64(True):  # float64 sums hold them
+        wide = interactions.emap(fn, (a.astype(jnp.float64), b.astype(jnp.float64)))
+        # additive: EMAP is fn, up to float64 rounding at the outputs' 3e38 scale
+        np.testing.assert_allclose(wide, fn((a, b)), rtol=0, atol=1e-12 * 3e38)
