@@ -18,10 +18,15 @@ MAX_INDEX = 2**31 - 1
 ModelFn = Callable[[tuple[jax.Array, ...]], jax.Array]
 
 
-def check_inputs(inputs: Any, name: str = "emap") -> tuple[jax.Array, ...]:
+def check_inputs(
+    inputs: Any, name: str = "emap", *, auto_axes: bool = False
+) -> tuple[jax.Array, ...]:
     """``inputs``, a sequence of M ≥ 2 arrays ``[N, ...]`` paired on axis 0, as jax arrays.
 
-    The arrays keep their dtypes: ``fn`` receives them as given.
+    The arrays keep their dtypes: ``fn`` receives them as given. With ``auto_axes``
+    (the single-program passes, whose code leaves shardings to XLA), arrays sharded
+    over ``Explicit`` mesh axes are placed on the same mesh with ``Auto`` axes
+    (``mmfuse._mesh.with_auto_axes``); the sharded passes take them as they are.
 
     Raises:
       TypeError: an input that is not a numeric array (strings, objects), naming it.
@@ -39,14 +44,25 @@ def check_inputs(inputs: Any, name: str = "emap") -> tuple[jax.Array, ...]:
             "removes cross-modal interactions, which a single modality does not have"
         )
     xs = tuple(_as_array(x, m, name) for m, x in enumerate(inputs))
+    if auto_axes:  # e.g. placed on a jax.make_mesh
+        xs = tuple(with_auto_axes(x, f"{name}: modality {m}") for m, x in enumerate(xs))
     for m, x in enumerate(xs):
         if x.ndim == 0:
             raise ValueError(f"{name}: modality {m} is a scalar; expected an array [N, ...]")
     sizes = [x.shape[0] for x in xs]
     if len(set(sizes)) > 1:
         shapes = ", ".join(f"modality {m}: {x.shape}" for m, x in enumerate(xs))
+        stacked = [m for m, x in enumerate(inputs) if isinstance(x, (tuple, list))]
+        hint = (
+            f"; modality {stacked[0]} was a {type(inputs[stacked[0]]).__name__}, stacked into "
+            "one array: fn takes one array per modality (e.g. tokens and their mask as "
+            "separate modalities)"
+            if stacked
+            else ""
+        )
         raise ValueError(
-            f"{name}: the inputs must be paired on axis 0 but their leading sizes differ ({shapes})"
+            f"{name}: the inputs must be paired on axis 0 but their leading sizes differ "
+            f"({shapes}){hint}"
         )
     if sizes[0] < 2:
         raise ValueError(f"{name}: needs N >= 2 paired examples, got N = {sizes[0]}")
@@ -55,12 +71,13 @@ def check_inputs(inputs: Any, name: str = "emap") -> tuple[jax.Array, ...]:
 
 def _as_array(x: Any, m: int, name: str) -> jax.Array:
     """Modality ``m``'s input as a ``jax.Array``, or a ``TypeError`` that names it."""
-    parts = isinstance(x, tuple) and any(isinstance(e, (np.ndarray, jax.Array)) for e in x)
-    if parts or isinstance(x, Mapping):  # jnp.asarray would stack a tuple of arrays
+    parts = isinstance(x, (tuple, list)) and any(isinstance(e, (np.ndarray, jax.Array)) for e in x)
+    ragged = parts and len({np.shape(e) for e in x}) > 1
+    if ragged or isinstance(x, Mapping):  # arrays of one shape are stacked (e.g. rows)
         raise TypeError(
             f"{name}: modality {m} must be one array [N, ...], got a {type(x).__name__} of "
-            f"{len(x)}; fn receives one array per modality (pass parts such as tokens and "
-            "their mask as one array, or as separate modalities)"
+            f"{len(x)} parts; fn receives one array per modality (pass parts such as tokens "
+            "and their mask as separate modalities)"
         )
     try:
         x = jnp.asarray(x)
@@ -71,7 +88,7 @@ def _as_array(x: Any, m: int, name: str) -> jax.Array:
         ) from error
     if not (jnp.issubdtype(x.dtype, jnp.number) or x.dtype == jnp.bool_):
         raise TypeError(f"{name}: modality {m} must be numeric, got dtype {x.dtype}")
-    return with_auto_axes(x, f"{name}: modality {m}")  # e.g. placed on a jax.make_mesh
+    return x
 
 
 def check_positive_int(value: Any, option: str, name: str, minimum: int = 1) -> int:

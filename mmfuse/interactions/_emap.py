@@ -169,7 +169,7 @@ def decompose(
     name: str = "emap",
 ) -> EmapDecomposition:
     """``emap_decompose``, with exact mode's pass over the pairs optionally replaced."""
-    xs = check_inputs(inputs, name)
+    xs = check_inputs(inputs, name, auto_axes=True)
     num_modalities, n = len(xs), xs[0].shape[0]
     block_size, num_samples = check_mode(block_size, num_samples, key, name)
 

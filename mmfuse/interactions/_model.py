@@ -178,7 +178,8 @@ def emap_model(
     if kernel not in KERNELS:
         raise ValueError(f"emap_model: kernel={kernel!r} is not one of {KERNELS}")
     view = _view(model, compute_dtype)
-    fn, xs = _fn_and_inputs(view, check_inputs(inputs, "emap_model"), compute_dtype)
+    xs = check_inputs(inputs, "emap_model", auto_axes=True)
+    fn, xs = _fn_and_inputs(view, xs, compute_dtype)
     pair_sums = None
     if kernel == "pallas":
         pair_sums = _pallas_pair_sums(view, len(xs), num_samples, kernel_options or {})

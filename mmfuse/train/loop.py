@@ -20,7 +20,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from mmfuse._mesh import auto_mesh
+from mmfuse._mesh import auto_mesh, with_auto_axes
 from mmfuse.train.checkpoint import Checkpointer
 from mmfuse.train.metrics import MetricWriter
 from mmfuse.train.sampler import EpochSampler, is_count
@@ -53,9 +53,34 @@ class NonFiniteLossError(FloatingPointError):
         )
 
 
-def _lists_as_arrays(data: Mapping[str, Any]) -> dict[str, Any]:
-    """Lists (or tuples) of numbers become NumPy arrays; arrays stay as they are."""
-    return {k: np.asarray(v) if isinstance(v, (list, tuple)) else v for k, v in data.items()}
+def _train_arrays(train_data: Any) -> dict[str, Any]:
+    """``train_data`` checked: a flat dict of arrays ``[N, ...]`` (lists of numbers become
+    NumPy arrays; arrays on a mesh with ``Explicit`` axes go to its ``Auto`` version)."""
+    if not isinstance(train_data, Mapping) or not train_data:
+        raise ValueError(
+            f"train_data must be a non-empty dict {{key: [N, ...] array}}, got "
+            f"{type(train_data).__name__}"
+        )
+    arrays = {}
+    for key, value in train_data.items():
+        what = f"train_data[{key!r}]"
+        if isinstance(value, Mapping):
+            raise ValueError(
+                f"{what} must be an array [N, ...] (the dict is flat: one key per array), "
+                f"got {type(value).__name__}"
+            )
+        if isinstance(value, (list, tuple)):
+            try:
+                value = np.asarray(value)
+            except ValueError:
+                raise ValueError(
+                    f"{what} must be an array [N, ...], got a {type(value).__name__} of "
+                    "differently shaped parts"
+                ) from None
+        if np.ndim(value) == 0:
+            raise ValueError(f"{what} must be an array [N, ...], got shape {np.shape(value)}")
+        arrays[key] = with_auto_axes(value, what)
+    return arrays
 
 
 def _scalars(scores: Any) -> dict[str, float]:
@@ -242,21 +267,9 @@ def fit(
     Returns:
       A ``FitResult``.
     """
-    if not isinstance(train_data, Mapping) or not train_data:
-        raise ValueError(
-            f"train_data must be a non-empty dict {{key: [N, ...] array}}, got "
-            f"{type(train_data).__name__}"
-        )
-    for key, value in train_data.items():
-        if isinstance(value, Mapping) or np.ndim(value) == 0:
-            raise ValueError(
-                f"train_data[{key!r}] must be an array [N, ...] (the dict is flat: one key per "
-                f"array), got {type(value).__name__}"
-                + ("" if isinstance(value, Mapping) else f" of shape {np.shape(value)}")
-            )
-    train_data = _lists_as_arrays(train_data)
-    if isinstance(eval_data, Mapping):
-        eval_data = _lists_as_arrays(eval_data)
+    train_data = _train_arrays(train_data)
+    # arrays placed on a jax.make_mesh (Explicit axes) go to its Auto version, as the mesh
+    eval_data = jax.tree.map(lambda x: with_auto_axes(x, "eval_data"), eval_data)
     sizes = {key: np.shape(value)[0] for key, value in train_data.items()}
     if len(set(sizes.values())) != 1:
         raise ValueError(f"train_data arrays must share their first dimension, got {sizes}")

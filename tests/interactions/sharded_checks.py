@@ -241,6 +241,9 @@ def explicit_mesh_checks(mesh):
             - interactions.emap_report(fn, xs, labels).projected
         ),
     }
+    # the sharded pass takes Explicit-sharded arrays as they are, also inside jit
+    sharded = jax.jit(lambda *xs: interactions.sharded_emap(fn, xs, mesh=mesh))(*placed)
+    errors["sharded_inside_jit"] = float(np.max(np.abs(sharded - interactions.emap(fn, xs))))
     try:
         jax.jit(lambda *xs: interactions.emap(fn, xs))(*placed)
         inside_jit = None

@@ -108,13 +108,19 @@ def test_too_many_pairs_for_exact_mode_points_to_monte_carlo():
 
 def test_a_modality_given_as_a_tuple_of_arrays_is_named():
     a, b = jnp.ones((6, 2)), jnp.ones((6, 3))
+    tokens, mask = jnp.ones((6, 4, 2)), jnp.ones((6, 4))
     with pytest.raises(
-        TypeError, match=r"emap: modality 0 must be one array \[N, \.\.\.\], got a tuple of 2"
+        TypeError, match=r"modality 0 must be one array \[N, \.\.\.\], got a tuple of 2 parts"
     ):
-        interactions.emap(lambda xs: xs[0].sum(-1), ((a, a), b))
-    # nested lists of numbers are still an array-like
-    rows = [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]
+        interactions.emap(lambda xs: xs[1].sum(-1), ((tokens, mask), b))
+    with pytest.raises(ValueError, match=r"leading sizes differ .* modality 0 was a list, stacked"):
+        interactions.emap(lambda xs: xs[1].sum(-1), ([a, a], b))
+    # rows (a tuple of per-example arrays) and nested lists of numbers stack as before
+    rows = tuple(jnp.arange(6.0).reshape(3, 2))
     out = interactions.emap(lambda xs: xs[0][:, 0] * xs[1][:, 0], (rows, jnp.ones((3, 1))))
+    assert out.shape == (3,)
+    nested = [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]
+    out = interactions.emap(lambda xs: xs[0][:, 0] * xs[1][:, 0], (nested, jnp.ones((3, 1))))
     assert out.shape == (3,)
 
 

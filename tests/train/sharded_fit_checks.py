@@ -127,10 +127,35 @@ def main(mode, directory):
         explicit = jax.make_mesh((2, 4), ("data", "model"))
         assert all(kind == jax.sharding.AxisType.Explicit for kind in explicit.axis_types)
         explicit_run = run(mesh=explicit, param_axis="model")
+        # and data already placed on such a mesh
+        rows = jax.sharding.NamedSharding(explicit, jax.sharding.PartitionSpec("data"))
+        placed = {k: jax.device_put(v, rows) for k, v in data().items()}
+        placed_run = fit(
+            model(),
+            loss_fn,
+            optax.adam(1e-2),
+            placed,
+            num_steps=STEPS,
+            batch_size=32,
+            seed=1,
+            progress=False,
+            mesh=explicit,
+        )
+        unplaced_run = fit(
+            model(),
+            loss_fn,
+            optax.adam(1e-2),
+            data(),
+            num_steps=STEPS,
+            batch_size=32,
+            seed=1,
+            progress=False,
+        )
         out |= {
             "data_parallel_diff": max_diff(single.params, data_parallel.params),
             "mesh_2x4_diff": max_diff(single.params, sharded.params),
             "explicit_mesh_diff": max_diff(single.params, explicit_run.params),
+            "explicit_placed_data_diff": max_diff(unplaced_run.params, placed_run.params),
             "sharded_specs": sorted(specs),
             "param_scale": max(float(np.max(np.abs(x))) for x in flat(single.params)),
         }

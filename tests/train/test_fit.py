@@ -190,7 +190,10 @@ def test_bad_arguments_name_the_problem(tmp_path):
     with pytest.raises(ValueError, match=r"'mse' has shape \(3,\)"):
         run(None, evaluate=lambda m, b: {"mse": jnp.ones(3)})
     listed = {key: value.tolist() for key, value in make_data().items()}  # lists of numbers
-    assert run(None, data=listed, num_steps=2, eval_every=2).step == 2
+    assert run(None, data=listed, evaluate=None, monitor=None, num_steps=2).step == 2
+    ragged = {**make_data(), "x1": [np.ones(3), np.ones(2)] * (N // 2)}
+    with pytest.raises(ValueError, match=r"train_data\['x1'\] .* list of differently shaped"):
+        run(None, data=ragged, evaluate=None, monitor=None)
 
 
 @pytest.mark.parametrize(

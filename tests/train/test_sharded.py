@@ -34,6 +34,7 @@ def test_data_parallel_and_2x4_mesh_steps_equal_the_single_device_run(tmp_path):
     assert result["data_parallel_diff"] < 1e-5 * max(1.0, result["param_scale"])
     assert result["mesh_2x4_diff"] < 1e-5 * max(1.0, result["param_scale"])
     assert result["explicit_mesh_diff"] < 1e-5 * max(1.0, result["param_scale"])
+    assert result["explicit_placed_data_diff"] < 1e-5 * max(1.0, result["param_scale"])
     assert any("model" in spec for spec in result["sharded_specs"])  # parameters were split
 
 
