@@ -67,8 +67,18 @@ def _relu(x: jax.Array) -> jax.Array:
     return jnp.where(x < 0, jnp.zeros_like(x), x)
 
 
+# Activations whose Triton lowering already propagates NaN (no max or min inside).
+_NAN_SAFE = (jnp.tanh, jax.nn.gelu, jax.nn.silu, jax.nn.sigmoid)
+
+
 def _keep_nan(act: Callable[[jax.Array], jax.Array] | None) -> Callable | None:
-    return _relu if act is jax.nn.relu else act
+    """``act`` in a form whose output is NaN where its input is: relu rewritten, any
+    other activation but the known-safe ones guarded (e.g. relu6, a user's clip)."""
+    if act is None or act in _NAN_SAFE:
+        return act
+    if act is jax.nn.relu:
+        return _relu
+    return lambda x: jnp.where(jnp.isnan(x), x, act(x))
 
 
 def _padded(size: int, minimum: int = MIN_DOT_SIDE) -> int:
@@ -186,8 +196,8 @@ def fused_pair_sums(
     block_cols: int = DEFAULT_BLOCK_COLS,
     rows_per_step: int = DEFAULT_ROWS_PER_STEP,
     hidden_chunk: int | None = DEFAULT_HIDDEN_CHUNK,
-    num_warps: int = DEFAULT_NUM_WARPS,
-    num_stages: int = DEFAULT_NUM_STAGES,
+    num_warps: int | None = DEFAULT_NUM_WARPS,
+    num_stages: int | None = DEFAULT_NUM_STAGES,
     interpret: bool | None = None,
 ) -> tuple[tuple[jax.Array, jax.Array], jax.Array]:
     """Row and column sums of ``g(u_i + v_j) - shift`` over all pairs, and the bad count.
@@ -231,8 +241,9 @@ def fused_pair_sums(
             )
     block_cols = _option_int("block_cols", block_cols)
     rows_per_step = _option_int("rows_per_step", rows_per_step)
-    num_warps = _option_int("num_warps", num_warps)
-    num_stages = _option_int("num_stages", num_stages)
+    # None: the default (as before these became checked ints)
+    num_warps = _option_int("num_warps", DEFAULT_NUM_WARPS if num_warps is None else num_warps)
+    num_stages = _option_int("num_stages", DEFAULT_NUM_STAGES if num_stages is None else num_stages)
     tiles = [("block_cols", block_cols), ("rows_per_step", rows_per_step)]
     tiles.append(("num_warps", num_warps))
     if hidden_chunk is not None:

@@ -278,6 +278,7 @@ def test_errors_name_the_problem():
         with pytest.raises(ValueError, match=match):
             interactions.emap_model(model, xs, kernel="pallas", kernel_options=options)
     tiles = {"block_cols": np.int64(16), "rows_per_step": np.int32(2)}  # NumPy ints are ints
+    tiles |= {"num_warps": None, "num_stages": None}  # None: the defaults
     fused = interactions.emap_model(model, xs, kernel="pallas", kernel_options=tiles)
     np.testing.assert_allclose(fused, interactions.emap_model(model, xs), rtol=1e-5, atol=1e-6)
     with jax.enable_x64(True):  # float64 parts would be computed in float32: refused
@@ -339,6 +340,8 @@ def test_the_kernels_relu_keeps_nan_and_float32_inputs_work_under_x64():
     values = jnp.array([jnp.nan, -jnp.inf, -1.0, 0.0, 2.0, jnp.inf])
     np.testing.assert_array_equal(relu(values), [jnp.nan, 0.0, 0.0, 0.0, 2.0, jnp.inf])
     assert _mlp_kernel._keep_nan(jnp.tanh) is jnp.tanh
+    relu6 = _mlp_kernel._keep_nan(jax.nn.relu6)  # any other activation: NaN guarded
+    np.testing.assert_array_equal(relu6(values), [jnp.nan, 0.0, 0.0, 0.0, 2.0, 6.0])
     model, xs = early_fusion(), inputs(8, 6, (7, 3))
     with jax.enable_x64(True):  # float32 inputs: the kernel's constants stay float32
         fused = interactions.emap_model(model, xs, kernel="pallas")
