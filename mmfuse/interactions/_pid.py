@@ -74,11 +74,12 @@ class PID(NamedTuple):
         effect). It can be slightly negative from rounding.
       violation: the largest absolute error of q's marginals ``q(x1, y)``, ``q(x2, y)``
         against p's (probability units, not bits).
-      converged: whether ``|gap| <= tol`` and ``violation <= tol`` were reached within
-        ``max_iters``. When False the terms are usually still far more accurate than
-        ``gap`` says, but are not certified: e.g. in float32 on joints with zero cells
-        (a label that is a function of the modalities), whose marginal violation can
-        stall near 1e-5; ``jax_enable_x64`` with a float64 joint certifies those.
+      converged: whether ``-tol <= gap <= tol`` (up to the objective's rounding) and
+        ``violation <= tol`` were reached within ``max_iters``. When False the terms
+        are usually still far more accurate than ``gap`` says, but are not
+        certified: e.g. in float32 on joints with zero cells (a label that is a
+        function of the modalities), whose marginal violation can stall near 1e-5;
+        ``jax_enable_x64`` with a float64 joint certifies those.
       iterations: int32, the iterations run.
       q: ``[n1, n2, ny]``, the minimizer q* found.
     """
@@ -178,6 +179,15 @@ class _Solution(NamedTuple):
     iterations: jax.Array
 
 
+def _certified(solution: _Solution, tol: float) -> jax.Array:
+    """``gap`` and ``violation`` within ``tol``, the gap on both sides: below ``-tol`` (plus
+    the objective's rounding) the bound crossed the objective, so nothing is certified."""
+    eps = jnp.finfo(solution.gap.dtype).eps
+    rounding = 16 * eps * jnp.maximum(1.0, jnp.abs(solution.objective) / LOG2)  # bits
+    gap_ok = (solution.gap <= tol) & (solution.gap >= -(tol + rounding))
+    return gap_ok & (solution.violation <= tol)
+
+
 def _minimize_synergy_objective(
     p: jax.Array, tol: jax.Array, max_iters: int, sinkhorn_iters: int
 ) -> _Solution:
@@ -254,8 +264,9 @@ def _minimize_synergy_objective(
 
     def keep_going(carry):
         *_, violation, gap, k = carry
-        # |gap|: a bound crossing the objective by more than tol is rounding, not a proof
-        return (k < max_iters) & ((jnp.abs(gap) > tol) | (violation > tol))
+        # a gap below -tol is rounding that more iterations do not close: stop there
+        # (``converged`` then says False, as the certificate failed)
+        return (k < max_iters) & ((gap > tol) | (violation > tol))
 
     # Start from the conditionally independent q0 = p(x1|y) p(x2|y) p(y) ∈ Δ_p, which
     # is positive on every cell a member of Δ_p can use.
@@ -298,7 +309,7 @@ def _decompose(p: jax.Array, tol: jax.Array, max_iters: int, sinkhorn_iters: int
         synergy=jnp.maximum(i12 - best, zero),
         gap=solution.gap,
         violation=solution.violation,
-        converged=(jnp.abs(solution.gap) <= tol) & (solution.violation <= tol),
+        converged=_certified(solution, tol),
         iterations=solution.iterations,
         q=jnp.exp(solution.log_q),
     )
@@ -334,7 +345,8 @@ def pid(
       joint: ``[n1, n2, ny]``, the probabilities ``p(x1, x2, y)``: non-negative,
         summing to 1 (to 1e-4; the table is then normalized exactly). Integer tables
         are taken as float32.
-      tol: stop once ``gap`` (bits) and the marginal ``violation`` are both at most ``tol``.
+      tol: stop once ``gap`` (bits) and the marginal ``violation`` are both at most
+        ``tol``; ``converged`` also needs ``gap >= -tol``.
       max_iters: the most iterations (each an accelerated and a certifying step).
       sinkhorn_iters: Sinkhorn sweeps per projection (warm-started, so a few suffice).
 
