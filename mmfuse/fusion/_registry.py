@@ -82,6 +82,7 @@ def create(
     Raises:
       ValueError: an unknown name (listing the registered ones), an unknown option
         (listing the valid ones), or invalid sizes.
+      TypeError: ``rngs`` is not an ``nnx.Rngs``.
     """
     cls = get(name)
     if not isinstance(rngs, nnx.Rngs):

@@ -22,6 +22,7 @@ from mmfuse.fusion._core import (
     check_real,
     lecun_normal,
     linear,
+    python_scalar,
 )
 from mmfuse.fusion._registry import register
 
@@ -94,7 +95,7 @@ def film(
       AAAI 2018.
     """
     cd = check_compute_dtype(compute_dtype, "film")
-    if isinstance(gamma_offset, numbers.Real):  # a traced (e.g. learned) offset passes
+    if isinstance(python_scalar(gamma_offset), numbers.Real):  # a traced one passes
         check_real(gamma_offset, "gamma_offset", "film")
     in_dims = [params["gamma_bias"].shape[0], *(k.shape[0] for k in params["gamma_kernels"])]
     xs = check_inputs(xs, in_dims, "film")

@@ -45,6 +45,7 @@ class HardGateAux(NamedTuple):
 
 
 def _check_temperature(temperature: object) -> None:
+    temperature = python_scalar(temperature)  # a concrete jnp scalar is checked too
     if isinstance(temperature, bool) or not isinstance(
         temperature, (numbers.Real, np.ndarray, jax.Array)
     ):

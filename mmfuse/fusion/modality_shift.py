@@ -242,6 +242,7 @@ def _check_scalars(**values: Any) -> None:
     """The functional form's ``_check_real`` of the options that are numbers (a traced
     value, e.g. a learned β, passes unchecked)."""
     for option, value in values.items():
+        value = python_scalar(value)  # a concrete jnp scalar is checked too
         if isinstance(value, numbers.Real):
             _check_real(value, option)
 

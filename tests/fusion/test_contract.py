@@ -188,6 +188,12 @@ def test_real_options_accept_numpy_and_jax_scalars_as_the_number(name, option, v
     for bad in (jnp.float32(jnp.nan), jnp.asarray([value, value]), jnp.asarray(True)):
         with pytest.raises(ValueError, match=f"{name}: {option} must be"):
             fusion.create(name, in_dims, 2, rngs=nnx.Rngs(0), **{option: bad})
+    # the functional form checks a concrete scalar the same way (a traced one passes)
+    op = fusion.create(name, in_dims, 2, rngs=nnx.Rngs(0))
+    xs = make_inputs(in_dims, (3,))
+    bad = {"gamma_offset": jnp.inf}.get(option, -1.0)  # gamma_offset may be any finite
+    with pytest.raises(ValueError, match=f"{name}: {option} must be"):
+        getattr(fusion.functional, name)(op.functional_params(), xs, **{option: jnp.float32(bad)})
 
 
 def test_register_refuses_a_taken_name_and_non_operators():
