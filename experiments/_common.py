@@ -312,6 +312,11 @@ def build_model(
             raise ValueError(f"model.kind='raw' needs vector modalities, got shapes {shapes}")
         return fusion.create(fusion_name, dims, num_outputs, rngs=rngs, **options)
     if kind == "late":
+        if fusion_options:  # a setting the run would ignore
+            raise ValueError(
+                f"model.fusion_options {dict(fusion_options)} are unused: model.kind='late' "
+                "combines per-modality predictions, with no fusion operator"
+            )
         predictors = [
             _SequencePredictor(s[-1], encoder_dim, num_outputs, rngs, compute_dtype)
             if len(s) == 2
@@ -344,11 +349,6 @@ def model_from_config(cfg: ml_collections.ConfigDict, task: Task, seed: int) -> 
     for key in ("encoder_hidden", "head_hidden"):
         for i, width in enumerate(cfg[key]):
             check_count(f"model.{key}[{i}]", width, 1)
-    if cfg.kind == "late" and fusion_options(cfg):  # a setting the run would ignore
-        raise ValueError(
-            f"model.fusion_options {fusion_options(cfg)} are unused: model.kind='late' "
-            "combines per-modality predictions, with no fusion operator"
-        )
     return build_model(
         cfg.kind,
         task.shapes(),

@@ -29,6 +29,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from mmfuse.fusion._core import check_positive, is_int
@@ -87,6 +88,8 @@ class ResidualFusion(nnx.Module):
             check_positive(d, f"in_dims[{m}]", name) for m, d in enumerate(in_dims)
         )
         self.out_dim = check_positive(out_dim, "out_dim", name)
+        if isinstance(hidden_dims, np.ndarray) and hidden_dims.ndim == 1:
+            hidden_dims = hidden_dims.tolist()  # e.g. np.array(widths)
         if isinstance(hidden_dims, (str, bytes)) or not isinstance(hidden_dims, Sequence):
             raise ValueError(
                 f"{name}: hidden_dims must be a sequence of positive ints (possibly empty), "
@@ -172,10 +175,6 @@ def _sorted_orders(outputs_by_order: Mapping[int, jax.Array], name: str) -> list
     if orders != list(range(1, len(orders) + 1)):  # a missing order would drop its term
         raise ValueError(f"{name}: outputs_by_order must hold orders 1..K, got {orders}")
     outs = [jnp.asarray(outputs_by_order[k]) for k in orders]
-    if outs[0].ndim < 2:  # [B] would be read as one example's C outputs
-        raise ValueError(
-            f"{name}: outputs must be [B, C] (C = 1 for one output), got shape {outs[0].shape}"
-        )
     for k, out in zip(orders, outs, strict=True):
         if out.shape != outs[0].shape:
             raise ValueError(
@@ -183,6 +182,14 @@ def _sorted_orders(outputs_by_order: Mapping[int, jax.Array], name: str) -> list
                 f"has {outs[0].shape}"
             )
     return outs
+
+
+def _check_batched(outs: list[jax.Array], name: str) -> None:
+    """Losses and shares are over a batch: ``[B]`` would be read as one example's C."""
+    if outs[0].ndim < 2:
+        raise ValueError(
+            f"{name}: outputs must be [B, C] (C = 1 for one output), got shape {outs[0].shape}"
+        )
 
 
 def sum_orders(outputs_by_order: Mapping[int, jax.Array]) -> jax.Array:
@@ -228,6 +235,7 @@ def residual_loss(
     """
     name = "residual_loss"
     outs = _sorted_orders(outputs_by_order, name)
+    _check_batched(outs, name)
     if not penalty >= 0:
         raise ValueError(f"{name}: penalty must be >= 0, got {penalty!r}")
     lower = jnp.zeros_like(outs[0])  # [B, C], the sum of the orders below k
@@ -260,6 +268,7 @@ def interaction_share(outputs_by_order: Mapping[int, jax.Array]) -> jax.Array:
       A scalar in [0, 1].
     """
     outs = _sorted_orders(outputs_by_order, "interaction_share")
+    _check_batched(outs, "interaction_share")
     unimodal = outs[0]
     interaction = sum(outs[1:], start=jnp.zeros_like(unimodal))
     batch_axes = tuple(range(unimodal.ndim - 1))

@@ -136,3 +136,9 @@ def test_an_int_for_hidden_dims_is_named_with_the_tuple_it_likely_meant():
     match = r"ResidualFusion: hidden_dims must be a sequence .* got 8; e.g. \(8,\)"
     with pytest.raises(ValueError, match=match):
         models.ResidualFusion((3, 3), 2, hidden_dims=8, rngs=nnx.Rngs(0))
+    # widths read off an array are fine
+    assert models.MLP(3, np.array([4, 5]), 2, rngs=nnx.Rngs(0))(jnp.ones((2, 3))).shape == (2, 2)
+    assert (
+        len(models.ResidualFusion((3, 3), 2, hidden_dims=np.array([8]), rngs=nnx.Rngs(0)).branches)
+        == 3
+    )

@@ -120,6 +120,11 @@ def test_bad_inputs_name_the_modality_and_shapes():
         models.interaction_share({1: jnp.ones((B, C)), 2: jnp.ones((B, 2))})
     with pytest.raises(ValueError, match=r"outputs must be \[B, C\] .* got shape \(4,\)"):
         models.interaction_share({1: jnp.arange(4.0), 2: jnp.arange(4.0)})  # [B]: no C axis
+    # the model itself takes one unbatched example, and so works under vmap
+    model = models.ResidualFusion((3, 4), C, rngs=nnx.Rngs(0))
+    one = model((jnp.ones(3), jnp.ones(4)))
+    batched = jax.vmap(lambda a, b: model((a, b)))(jnp.ones((5, 3)), jnp.ones((5, 4)))
+    assert one.shape == (C,) and batched.shape == (5, C)
     with pytest.raises(ValueError, match=r"must hold orders 1..K, got \[1, 3\]"):
         models.residual_loss({1: jnp.ones((B, C)), 3: jnp.ones((B, C))}, jnp.zeros((B, C)), mse)
 

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
+import numpy as np
 from flax import nnx
 
 from mmfuse.fusion._core import check_compute_dtype, check_positive, linear
@@ -63,6 +64,8 @@ class MLP(nnx.Module):
         compute_dtype: Any = None,
         rngs: nnx.Rngs,
     ):
+        if isinstance(hidden_dims, np.ndarray) and hidden_dims.ndim == 1:
+            hidden_dims = hidden_dims.tolist()  # e.g. np.array(widths)
         if isinstance(hidden_dims, (str, bytes)) or not isinstance(hidden_dims, Sequence):
             raise ValueError(
                 f"MLP: hidden_dims must be a sequence of positive ints (possibly empty), got "

@@ -41,7 +41,9 @@ class BottleneckFusion(RawTokenModel):
     The output is the mean over modalities of each modality's pooled tokens, then a
     linear head (equal to averaging per-modality linear predictions). With mean
     pooling, a modality whose tokens in an example are all padding is left out of
-    that example's mean (an example with none gets the head's bias).
+    that example's final mean over modalities (an example with none gets the head's
+    bias); its bottleneck tokens, which read only the shared tokens, still enter the
+    fusion layers' average.
 
     Args:
       in_dims: the raw token widths ``(d_1, ..., d_M)``.
