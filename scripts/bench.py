@@ -23,7 +23,8 @@ it to ``SUBCOMMANDS``. ``timer(fn, repeats)`` returns the median seconds of ``fn
 ``args.save_partial(fragment)`` writes the record so far (``"complete": false``, e.g.
 after each result row), so a run killed at a time limit keeps what it measured. The
 dict is merged into the record; ``"agree": false`` in it makes the command exit with 1,
-and a record whose ``"results"`` are empty (everything skipped for time) with 2.
+and a record that measured nothing (empty ``"results"``, or ``"measured": 0``:
+everything skipped for time) with 2.
 """
 
 from __future__ import annotations
@@ -134,7 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     record.update(module.run(args, median_time))
     write({}, complete=True)
     print(f"wrote {out}")
-    if "results" in record and not record["results"]:
+    measured = record.get("measured", len(record.get("results", [None])))
+    if not measured:
         print("no results: every measurement was skipped for time", file=sys.stderr)
         return 2
     return 0 if record.get("agree", True) else 1

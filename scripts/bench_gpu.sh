@@ -35,7 +35,7 @@ export JAX_COMPILATION_CACHE_DIR="${JAX_COMPILATION_CACHE_DIR:-${TMPDIR:-/tmp}/m
 
 # Refuse to start on the CPU (a broken CUDA install still lists CPU devices, and the GPU
 # sizes would then run for hours); report a PyTorch without CUDA, which times nothing.
-"$python" - <<'EOF' 2>&1 | tee -a "$log"
+timeout 180 "$python" - <<'EOF' 2>&1 | tee -a "$log"
 import sys
 import jax
 print(jax.devices(), "jax", jax.__version__)
@@ -51,7 +51,8 @@ else:
         print("bench_gpu: PyTorch has no CUDA; the PyTorch twins will not be timed")
 EOF
 [ "${PIPESTATUS[0]}" -eq 0 ] || exit 1
-nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,power.limit --format=csv 2>&1 | tee -a "$log"
+timeout 30 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,power.limit --format=csv 2>&1 |
+  tee -a "$log"
 
 status=0
 run() {  # run BENCHMARK RECORD_NAME BUDGET_SECONDS [ARGS...]

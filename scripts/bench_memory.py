@@ -120,6 +120,7 @@ def run(args: argparse.Namespace, timer: Callable) -> dict:
         except ValueError:  # takes exactly two modalities: text and audio
             operators.append(step_memory(name, dims[:2], out_dim, batch))
         args.save_partial(summary)
+    summary["measured"] = len(operators) + len(sweep)
     print(f"train-step memory (MiB), batch {batch}, widths {dims} -> {out_dim}")
     print(f"{'operator':16} {'params':>11} {'args':>9} {'out-alias':>9} {'temp':>9} {'peak':>9}")
     for r in operators:
