@@ -10,6 +10,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from mmfuse.fusion._core import as_real_array, check_real
@@ -30,6 +31,19 @@ def input_spec(module: Any, default_dim: int | None = None) -> InputSpec:
     if isinstance(module, nnx.Linear):
         return module.in_features, 1
     return getattr(module, "in_dim", None), getattr(module, "input_rank", None)
+
+
+def hidden_widths(hidden_dims: Any, name: str) -> Sequence[Any]:
+    """``hidden_dims`` as a sequence (a 1-D NumPy array too), its entries checked by the
+    caller; an int or a string is named, with the tuple an int likely meant."""
+    if isinstance(hidden_dims, np.ndarray) and hidden_dims.ndim == 1:
+        hidden_dims = hidden_dims.tolist()  # e.g. np.array(widths)
+    if isinstance(hidden_dims, (str, bytes)) or not isinstance(hidden_dims, Sequence):
+        raise ValueError(
+            f"{name}: hidden_dims must be a sequence of positive ints (possibly empty), "
+            f"got {hidden_dims!r}; e.g. ({hidden_dims},) for one hidden layer"
+        )
+    return hidden_dims
 
 
 def check_pad_value(value: Any, name: str) -> float | None:

@@ -29,11 +29,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 from mmfuse.fusion._core import check_positive, is_int
-from mmfuse.models._checks import check_modalities
+from mmfuse.models._checks import check_modalities, hidden_widths
 from mmfuse.models.encoders.mlp import MLP
 
 LossFn = Callable[[jax.Array, jax.Array], jax.Array]
@@ -88,13 +87,7 @@ class ResidualFusion(nnx.Module):
             check_positive(d, f"in_dims[{m}]", name) for m, d in enumerate(in_dims)
         )
         self.out_dim = check_positive(out_dim, "out_dim", name)
-        if isinstance(hidden_dims, np.ndarray) and hidden_dims.ndim == 1:
-            hidden_dims = hidden_dims.tolist()  # e.g. np.array(widths)
-        if isinstance(hidden_dims, (str, bytes)) or not isinstance(hidden_dims, Sequence):
-            raise ValueError(
-                f"{name}: hidden_dims must be a sequence of positive ints (possibly empty), "
-                f"got {hidden_dims!r}; e.g. ({hidden_dims},) for one hidden layer"
-            )
+        hidden_dims = hidden_widths(hidden_dims, name)
         num_modalities = len(self.in_dims)
         max_order = num_modalities if max_order is None else max_order
         if not is_int(max_order):

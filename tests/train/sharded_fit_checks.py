@@ -49,13 +49,13 @@ def evaluate(m, batch):
     return {"accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"])}
 
 
-def run(workdir=None, **kwargs):
+def run(workdir=None, train_data=None, **kwargs):
     arrays = data()
     return fit(
         model(),
         loss_fn,
         optax.adam(1e-2),
-        arrays,
+        arrays if train_data is None else train_data,
         num_steps=STEPS,
         batch_size=32,
         seed=1,
@@ -130,32 +130,12 @@ def main(mode, directory):
         # and data already placed on such a mesh
         rows = jax.sharding.NamedSharding(explicit, jax.sharding.PartitionSpec("data"))
         placed = {k: jax.device_put(v, rows) for k, v in data().items()}
-        placed_run = fit(
-            model(),
-            loss_fn,
-            optax.adam(1e-2),
-            placed,
-            num_steps=STEPS,
-            batch_size=32,
-            seed=1,
-            progress=False,
-            mesh=explicit,
-        )
-        unplaced_run = fit(
-            model(),
-            loss_fn,
-            optax.adam(1e-2),
-            data(),
-            num_steps=STEPS,
-            batch_size=32,
-            seed=1,
-            progress=False,
-        )
+        placed_run = run(train_data=placed, mesh=explicit)
         out |= {
             "data_parallel_diff": max_diff(single.params, data_parallel.params),
             "mesh_2x4_diff": max_diff(single.params, sharded.params),
             "explicit_mesh_diff": max_diff(single.params, explicit_run.params),
-            "explicit_placed_data_diff": max_diff(unplaced_run.params, placed_run.params),
+            "explicit_placed_data_diff": max_diff(single.params, placed_run.params),
             "sharded_specs": sorted(specs),
             "param_scale": max(float(np.max(np.abs(x))) for x in flat(single.params)),
         }

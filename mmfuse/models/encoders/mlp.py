@@ -7,11 +7,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
-import numpy as np
 from flax import nnx
 
 from mmfuse.fusion._core import check_compute_dtype, check_positive, linear
-from mmfuse.models._checks import check_input
+from mmfuse.models._checks import check_input, hidden_widths
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": jax.nn.relu,
@@ -64,13 +63,7 @@ class MLP(nnx.Module):
         compute_dtype: Any = None,
         rngs: nnx.Rngs,
     ):
-        if isinstance(hidden_dims, np.ndarray) and hidden_dims.ndim == 1:
-            hidden_dims = hidden_dims.tolist()  # e.g. np.array(widths)
-        if isinstance(hidden_dims, (str, bytes)) or not isinstance(hidden_dims, Sequence):
-            raise ValueError(
-                f"MLP: hidden_dims must be a sequence of positive ints (possibly empty), got "
-                f"{hidden_dims!r}; e.g. ({hidden_dims},) for one hidden layer"
-            )
+        hidden_dims = hidden_widths(hidden_dims, "MLP")
         widths = (
             check_positive(in_dim, "in_dim", "MLP"),
             *(check_positive(h, f"hidden_dims[{i}]", "MLP") for i, h in enumerate(hidden_dims)),
