@@ -243,14 +243,20 @@ def task_from_config(cfg: ml_collections.ConfigDict, splits: Sequence[str]) -> T
 # --------------------------------------------------------------------------- models
 
 
+def _sequence_encoder(
+    in_dim: int, width: int, rngs: nnx.Rngs, compute_dtype: Any
+) -> models.SequenceEncoder:
+    # sequence datasets (cmu_mosi) left-pad with all-zero steps: the GRU skips them
+    return models.SequenceEncoder(
+        in_dim, width, pad_value=0.0, compute_dtype=compute_dtype, rngs=rngs
+    )
+
+
 def _encoder(
     shape: Sequence[int], hidden: Sequence[int], width: int, rngs: nnx.Rngs, compute_dtype: Any
 ) -> nnx.Module:
     if len(shape) == 2:  # [T, d]: a recurrent encoder pooled over time
-        # sequence datasets (cmu_mosi) left-pad with all-zero steps: the GRU skips them
-        return models.SequenceEncoder(
-            shape[-1], width, pad_value=0.0, compute_dtype=compute_dtype, rngs=rngs
-        )
+        return _sequence_encoder(shape[-1], width, rngs, compute_dtype)
     return models.MLP(shape[-1], tuple(hidden), width, compute_dtype=compute_dtype, rngs=rngs)
 
 
@@ -264,7 +270,7 @@ class _SequencePredictor(nnx.Module):
     def __init__(
         self, in_dim: int, width: int, num_outputs: int, rngs: nnx.Rngs, compute_dtype: Any
     ):
-        self.encoder = _encoder((1, in_dim), (), width, rngs, compute_dtype)
+        self.encoder = _sequence_encoder(in_dim, width, rngs, compute_dtype)
         self.readout = models.MLP(width, (), num_outputs, compute_dtype=compute_dtype, rngs=rngs)
         self.in_dim = self.encoder.in_dim
 

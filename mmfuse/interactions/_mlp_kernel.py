@@ -247,8 +247,8 @@ def fused_pair_sums(
     tiles = [("block_cols", block_cols), ("rows_per_step", rows_per_step)]
     tiles.append(("num_warps", num_warps))
     if hidden_chunk is not None:
-        tiles.append(("hidden_chunk", _option_int("hidden_chunk", hidden_chunk)))
-        hidden_chunk = tiles[-1][1]
+        hidden_chunk = _option_int("hidden_chunk", hidden_chunk)
+        tiles.append(("hidden_chunk", hidden_chunk))
     if block_rows is not None:
         block_rows = _option_int("block_size", block_rows)
         tiles.append(("block_size (rows per program)", block_rows))
