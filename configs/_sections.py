@@ -24,7 +24,7 @@ def model_section() -> ml_collections.ConfigDict:
 def fusion_options_section(name: str) -> ml_collections.ConfigDict:
     """Every option of fusion operator ``name``, unset (``None``: the operator's default,
     ``mmfuse.fusion.options(name)``), each typed so that ``--config...<option>=value``
-    can set it; ``_common.fusion_options`` passes on the ones that are set."""
+    can set it; ``_models.fusion_options`` passes on the ones that are set."""
     section = ml_collections.ConfigDict()
     for key, default in fusion.options(name).items():
         if key not in _NOT_FUSION_OPTIONS:
@@ -34,7 +34,7 @@ def fusion_options_section(name: str) -> ml_collections.ConfigDict:
 
 
 def optim_section(learning_rate: float = 3e-3) -> ml_collections.ConfigDict:
-    """Adam with a cosine schedule and gradient clipping (``_common.build_optimizer``)."""
+    """Adam with a cosine schedule and gradient clipping (``_training.build_optimizer``)."""
     optim = ml_collections.ConfigDict()
     optim.name = "adam"  # adam | adamw | sgd
     optim.learning_rate = learning_rate

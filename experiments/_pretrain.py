@@ -23,7 +23,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from experiments import _common
+from experiments import _config, _evaluation, _tasks, _training
 from mmfuse import train
 
 ENCODER_MODES = ("joint", "frozen", "finetune")
@@ -83,7 +83,7 @@ def check_encoders(cfg: ml_collections.ConfigDict) -> str:
             "leaves nothing to train; use late_combine='weighted' or mode='finetune'"
         )
     if steps is not None:
-        _common.check_count("model.encoders.pretrain_steps", steps, 1)
+        _config.check_count("model.encoders.pretrain_steps", steps, 1)
     if scale is not None and not (isinstance(scale, int | float) and 0 < scale < float("inf")):
         raise ValueError(
             f"model.encoders.lr_scale must be finite and > 0 (mode 'frozen' freezes), got {scale!r}"
@@ -106,7 +106,7 @@ def check_pretraining(config: ml_collections.ConfigDict) -> None:
         return
     pre_config = pretrain_config(config)
     try:
-        _common.check_training(pre_config)
+        _training.check_training(pre_config)
     except ValueError as error:
         steps = pre_config.train.num_steps
         raise ValueError(f"pretraining the branches for {steps} steps: {error}") from error
@@ -217,7 +217,7 @@ def source_record(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
 
 
 def unimodal_models(
-    model: nnx.Module, cfg: ml_collections.ConfigDict, task: _common.Task, seed: int
+    model: nnx.Module, cfg: ml_collections.ConfigDict, task: _tasks.Task, seed: int
 ) -> list[Unimodal]:
     """Each modality's branch of ``model`` (a copy, same initial weights) under its own
     linear head (an encoder) or alone (a late fusion predictor, already a predictor)."""
@@ -251,7 +251,7 @@ def branch_optimizer(
 def pretrain(
     model: nnx.Module,
     config: ml_collections.ConfigDict,
-    task: _common.Task,
+    task: _tasks.Task,
     workdir: pathlib.Path,
 ) -> dict[str, Any]:
     """Trains each branch of ``model`` alone and copies it into ``model`` (in place).
@@ -268,7 +268,7 @@ def pretrain(
     report = {}
     for m, (name, start) in enumerate(zip(task.modalities, unimodal, strict=True)):
         alone = dataclasses.replace(task, modalities=(name,))
-        loss_fn, fit_kwargs = _common.fit_arguments(pre_config, alone, start, seed=config.seed)
+        loss_fn, fit_kwargs = _training.fit_arguments(pre_config, alone, start, seed=config.seed)
         result = train.fit(
             start,
             loss_fn,
@@ -282,6 +282,6 @@ def pretrain(
             "steps": result.step,
             "best_step": result.best_step,
             "validation": {"best": result.best_metric},
-            "test": _common.test_metrics(result.model, alone),
+            "test": _evaluation.test_metrics(result.model, alone),
         }
     return {"mode": cfg.encoders.mode, "pretrain_steps": steps, "unimodal": report}

@@ -32,7 +32,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from experiments import _common, _plots
+from experiments import _config, _evaluation, _models, _plots, _tasks, _training
 from mmfuse import train
 
 PLUS_LINEAR = "+ linear logits"
@@ -70,12 +70,12 @@ def row_models(config: ml_collections.ConfigDict) -> list[dict[str, Any]]:
         {"name": PLUS_LINEAR, "kind": "early"},  # needs the trained additive model
         {"name": "additive", "kind": "raw", "fusion": "additive"},
     ]
-    return rows + [dict(r) for r in _common.plain(config.get("extra_models", ()))]
+    return rows + [dict(r) for r in _config.plain(config.get("extra_models", ()))]
 
 
-def _build(row: Mapping[str, Any], config, task: _common.Task, seed: int) -> nnx.Module:
+def _build(row: Mapping[str, Any], config, task: _tasks.Task, seed: int) -> nnx.Module:
     m = config.model
-    return _common.build_model(
+    return _models.build_model(
         row["kind"],
         task.shapes(),
         task.num_outputs,
@@ -94,7 +94,7 @@ def _train_row(row, config, task, seed, run_dir, linear: nnx.Module | None):
     model = _build(row, config, task, seed)
     if row["name"] == PLUS_LINEAR:
         model = PlusFixedModel(linear, model)
-    loss_fn, kwargs = _common.fit_arguments(config, task, model, seed=seed)
+    loss_fn, kwargs = _training.fit_arguments(config, task, model, seed=seed)
     return train.fit(
         model,
         loss_fn,
@@ -107,17 +107,17 @@ def _train_row(row, config, task, seed, run_dir, linear: nnx.Module | None):
 
 def load_dataset(
     config, dataset: Mapping[str, Any], splits: Sequence[str] = ("train", "validation", "test")
-) -> _common.Task:
+) -> _tasks.Task:
     """The task of one ``config.datasets`` entry (``name``, and optionally ``options``,
     ``modalities``, ``label``, ``standardize``: z-score each modality by the train split)."""
-    task = _common.load_task(
+    task = _tasks.load_task(
         dataset["name"],
         splits=splits,
         options=dataset.get("options", {}),
         data_dir=config.data_dir,
         modalities=tuple(dataset.get("modalities", ())),
     )
-    return _common.standardized(task, splits[0]) if dataset.get("standardize", False) else task
+    return _tasks.standardized(task, splits[0]) if dataset.get("standardize", False) else task
 
 
 def check_config(config) -> None:
@@ -128,17 +128,17 @@ def check_config(config) -> None:
     and the train settings work, and every row's model builds (from shapes alone) on
     every dataset's modalities, read from one training example.
     """
-    _common.check_training(config)
-    _common.check_count("emap_max_examples", config.emap_max_examples, 2)
-    datasets = _common.plain(config.datasets)
-    labels = _common.check_entries("config.datasets", datasets, DATASET_KEYS, label="label")
+    _training.check_training(config)
+    _config.check_count("emap_max_examples", config.emap_max_examples, 2)
+    datasets = _config.plain(config.datasets)
+    labels = _config.check_entries("config.datasets", datasets, DATASET_KEYS, label="label")
     rows = row_models(config)
-    _common.check_entries("config.extra_models", rows, ROW_KEYS, required=("name", "kind"))
+    _config.check_entries("config.extra_models", rows, ROW_KEYS, required=("name", "kind"))
     for dataset, label in zip(datasets, labels, strict=True):
-        task = load_dataset(config, dataset, splits=(_common.PROBE_SPLIT,))
+        task = load_dataset(config, dataset, splits=(_tasks.PROBE_SPLIT,))
         for row in rows:
             build = functools.partial(_build, row, config, task, 0)
-            _common.check_model(build, f"model {row['name']!r} on {label}")
+            _models.check_model(build, f"model {row['name']!r} on {label}")
 
 
 def run_dataset(
@@ -170,9 +170,9 @@ def run_dataset(
                 record = {
                     "validation": result.best_metric,
                     "best_step": result.best_step,
-                    "params": _common.count_params(result.model),
-                    "test": _common.test_metrics(result.model, task),
-                    "emap": _common.emap_scores(
+                    "params": _models.count_params(result.model),
+                    "test": _evaluation.test_metrics(result.model, task),
+                    "emap": _evaluation.emap_scores(
                         result.model, task, max_examples=config.emap_max_examples
                     ),
                 }
@@ -239,17 +239,17 @@ def format_table(summaries: Mapping[str, Mapping[str, Any]], row_names: list[str
     return (
         "\n".join(lines)
         + f"\n\nTest {' / '.join(metrics)} of each model and of the best model's EMAP "
-        + f"projection on the same examples: {_common.emap_examples_note(sizes)}."
+        + f"projection on the same examples: {_evaluation.emap_examples_note(sizes)}."
     )
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     workdir = pathlib.Path(workdir)
-    _common.check_seeds(config)
+    _config.check_seeds(config)
     check_config(config)
-    writer = _common.open_run(config, workdir)
+    writer = _training.open_run(config, workdir)
     summaries = {}
-    for dataset in _common.plain(config.datasets):
+    for dataset in _config.plain(config.datasets):
         run = run_dataset(config, dataset, workdir, writer)
         summaries[run["label"]] = summarize(run)
     names = [r["name"] for r in row_models(config)]

@@ -41,7 +41,7 @@ import jax
 import ml_collections
 from flax import nnx
 
-from experiments import _common, _plots
+from experiments import _config, _evaluation, _models, _plots, _tasks, _training
 from mmfuse import data, fusion, train
 
 SPECIAL_MODELS = ("early", "late")
@@ -64,7 +64,7 @@ class Dataset:
 
 @dataclasses.dataclass(frozen=True)
 class Model:
-    """A model of the zoo: its ``_common.build_model`` kind and fusion operator."""
+    """A model of the zoo: its ``_models.build_model`` kind and fusion operator."""
 
     spec: str
     kind: str
@@ -129,25 +129,25 @@ def load_dataset(
     dataset: Dataset,
     config: ml_collections.ConfigDict,
     splits: Sequence[str] = ("train", "validation", "test"),
-) -> _common.Task:
+) -> _tasks.Task:
     """The splits of ``dataset`` in memory (standardized if ``config.data.standardize``)."""
-    task = _common.load_task(
+    task = _tasks.load_task(
         dataset.name,
         splits=splits,
         data_dir=config.data.get("data_dir"),
         modalities=dataset.modalities,
     )
     task = dataclasses.replace(task, name=dataset.spec)
-    return _common.standardized(task, splits[0]) if config.data.get("standardize") else task
+    return _tasks.standardized(task, splits[0]) if config.data.get("standardize") else task
 
 
-def probe(config: ml_collections.ConfigDict, datasets: Sequence[Dataset]) -> list[_common.Task]:
+def probe(config: ml_collections.ConfigDict, datasets: Sequence[Dataset]) -> list[_tasks.Task]:
     """Each dataset's task with one training example: its modalities, shapes and classes."""
-    return [load_dataset(d, config, splits=(_common.PROBE_SPLIT,)) for d in datasets]
+    return [load_dataset(d, config, splits=(_tasks.PROBE_SPLIT,)) for d in datasets]
 
 
 def check_runs(
-    config: ml_collections.ConfigDict, probes: Sequence[_common.Task], models: Sequence[Model]
+    config: ml_collections.ConfigDict, probes: Sequence[_tasks.Task], models: Sequence[Model]
 ) -> None:
     """Checks every run before the workdir is touched or anything is trained.
 
@@ -155,7 +155,7 @@ def check_runs(
     operators only, and every model builds (from shapes alone) on every dataset (its
     ``probe``).
     """
-    _common.check_training(config)
+    _training.check_training(config)
     unknown = sorted(set(config.model.fusion_options) - set(fusion.names()))
     if unknown:
         raise ValueError(
@@ -165,14 +165,14 @@ def check_runs(
     for task in probes:
         for model in models:
             build = functools.partial(
-                _common.model_from_config, model_config(config, model), task, 0
+                _models.model_from_config, model_config(config, model), task, 0
             )
-            _common.check_model(build, f"model {model.spec!r} on {task.name}")
+            _models.check_model(build, f"model {model.spec!r} on {task.name}")
 
 
 def model_config(config: ml_collections.ConfigDict, model: Model) -> ml_collections.ConfigDict:
     """The model section of ``configs/supervised.py`` layout for one model of the zoo."""
-    cfg = {k: v for k, v in _common.plain(config.model).items() if k != "fusion_options"}
+    cfg = {k: v for k, v in _config.plain(config.model).items() if k != "fusion_options"}
     # Early fusion's MLP and late fusion's predictors keep their own defaults.
     special = model.kind in SPECIAL_MODELS
     options = {} if special else config.model.fusion_options.get(model.fusion, {})
@@ -183,14 +183,14 @@ def model_config(config: ml_collections.ConfigDict, model: Model) -> ml_collecti
 
 def fit_model(
     config: ml_collections.ConfigDict,
-    task: _common.Task,
+    task: _tasks.Task,
     model: Model,
     seed: int,
     run_dir: pathlib.Path,
 ) -> tuple[nnx.Module, train.FitResult]:
     """Builds one model of the zoo and fits it; a finished run is restored, not retrained."""
-    module = _common.model_from_config(model_config(config, model), task, seed)
-    loss_fn, fit_kwargs = _common.fit_arguments(config, task, module, seed=seed)
+    module = _models.model_from_config(model_config(config, model), task, seed)
+    loss_fn, fit_kwargs = _training.fit_arguments(config, task, module, seed=seed)
     result = train.fit(
         module,
         loss_fn,
@@ -204,7 +204,7 @@ def fit_model(
 
 def train_run(
     config: ml_collections.ConfigDict,
-    task: _common.Task,
+    task: _tasks.Task,
     model: Model,
     seed: int,
     run_dir: pathlib.Path,
@@ -215,7 +215,7 @@ def train_run(
         "dataset": task.name,
         "model": model.spec,
         "seed": seed,
-        "config": _common.plain(model_config(config, model)),
+        "config": _config.plain(model_config(config, model)),
         "metric": task.metric,
     }
     try:
@@ -223,7 +223,7 @@ def train_run(
     except train.NonFiniteLossError as error:
         # A diverged run is a result of the zoo (the operator at this learning rate),
         # not a reason to stop the others.
-        module = _common.model_from_config(model_config(config, model), task, seed)
+        module = _models.model_from_config(model_config(config, model), task, seed)
         record.update(diverged=str(error), test=None, step_ms=None)
     else:
         record.update(
@@ -231,10 +231,10 @@ def train_run(
             best_step=result.best_step,
             stopped_early=result.stopped_early,
             validation={"best": result.best_metric},
-            test=_common.test_metrics(result.model, task),
+            test=_evaluation.test_metrics(result.model, task),
             step_ms=None if result.step_seconds is None else 1e3 * result.step_seconds,
         )
-    record["params"] = _common.count_params(module)
+    record["params"] = _models.count_params(module)
     record["seconds"] = time.perf_counter() - start
     train.write_json(run_dir / "run.json", record)
     return record
@@ -321,7 +321,7 @@ def tables(
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains the zoo (skipping finished runs); returns (and writes) the aggregate."""
     workdir = pathlib.Path(workdir)
-    _common.check_seeds(config)
+    _config.check_seeds(config)
     datasets = [parse_dataset(s) for s in unique_specs("datasets", config.datasets)]
     models = [parse_model(s) for s in unique_specs("models", config.models)]
     seeds = [int(s) for s in unique_specs("seeds", config.seeds)]

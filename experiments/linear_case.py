@@ -41,7 +41,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from experiments import _common, _plots
+from experiments import _config, _models, _plots, _training
 from experiments._regression import (
     Scaling,
     design,
@@ -160,7 +160,7 @@ def _load(cfg: ml_collections.ConfigDict, seed: int) -> tuple[np.ndarray, ...]:
     # only options that differ from the defaults: those keep the dataset's preset cache
     defaults = data.options(cfg.name)
     options = {
-        k: v for k, v in _common.plain(cfg.get("options", {})).items() if v != defaults.get(k)
+        k: v for k, v in _config.plain(cfg.get("options", {})).items() if v != defaults.get(k)
     }
     reviews = data.load(
         cfg.name, "train", data_dir=cfg.get("data_dir") or None, seed=seed, **options
@@ -255,7 +255,7 @@ def group_lines_figure(
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Fits the three regressions by OLS and by fusion operators; returns (and writes) results."""
-    _common.check_seeds(config)
+    _config.check_seeds(config)
     seeds = tuple(int(s) for s in config.data.seeds)
     if not seeds:
         raise ValueError("config.data.seeds: give at least one dataset seed")
@@ -265,7 +265,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         raise ValueError("config.data.options.seed: give the dataset seeds in config.data.seeds")
     workdir = pathlib.Path(workdir)
     steps = config.optim.num_steps
-    optimizer = _common.build_optimizer(
+    optimizer = _training.build_optimizer(
         config.optim.name,
         config.optim.learning_rate,
         steps,
@@ -284,7 +284,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             checkpoint_every=config.train.checkpoint_every,
         )
     append = config.model.tensor_append
-    _common.check_model(
+    _models.check_model(
         lambda: fusion.create("tensor", (1, 1), 1, rngs=nnx.Rngs(0), append_one=append),
         "config.model.tensor_append",
     )

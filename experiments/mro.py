@@ -32,13 +32,13 @@ import ml_collections
 import optax
 from flax import nnx
 
-from experiments import _common, _plots
+from experiments import _config, _evaluation, _models, _plots, _tasks, _training
 from mmfuse import models, train
 
 DATASET_KEYS = ("name", "modalities", "label")
 
 
-def objective(task: _common.Task, penalty: float):
+def objective(task: _tasks.Task, penalty: float):
     """``(loss_fn, evaluate)`` for ``fit``: the MRO loss, and metrics of the summed output."""
     modalities = task.modalities
     regression = task.num_classes is None
@@ -68,7 +68,7 @@ def objective(task: _common.Task, penalty: float):
     return loss_fn, evaluate
 
 
-def build_model(config, task: _common.Task, seed: int) -> models.ResidualFusion:
+def build_model(config, task: _tasks.Task, seed: int) -> models.ResidualFusion:
     shapes = dict(zip(task.modalities, task.shapes(), strict=True))
     sequences = {m: tuple(s) for m, s in shapes.items() if len(s) != 1}
     if sequences:
@@ -89,9 +89,9 @@ def build_model(config, task: _common.Task, seed: int) -> models.ResidualFusion:
 
 def load_dataset(
     config, dataset: dict[str, Any], splits: Sequence[str] = ("train", "validation", "test")
-) -> _common.Task:
+) -> _tasks.Task:
     """The task of one ``config.datasets`` entry (``name``, optionally ``modalities``)."""
-    return _common.load_task(
+    return _tasks.load_task(
         dataset["name"],
         splits=splits,
         data_dir=config.data_dir,
@@ -103,22 +103,22 @@ def check_config(config) -> list[str]:
     """Checks the datasets (known keys, a label each), the optimizer, the train settings
     and the model on every dataset (built from shapes alone) before the workdir is
     touched or anything is trained; the datasets' labels."""
-    _common.check_training(config)
-    _common.check_count("emap_max_examples", config.emap_max_examples, 2)
-    datasets = _common.plain(config.datasets)
-    labels = _common.check_entries("config.datasets", datasets, DATASET_KEYS, label="label")
+    _training.check_training(config)
+    _config.check_count("emap_max_examples", config.emap_max_examples, 2)
+    datasets = _config.plain(config.datasets)
+    labels = _config.check_entries("config.datasets", datasets, DATASET_KEYS, label="label")
     for dataset, label in zip(datasets, labels, strict=True):
-        task = load_dataset(config, dataset, splits=(_common.PROBE_SPLIT,))
+        task = load_dataset(config, dataset, splits=(_tasks.PROBE_SPLIT,))
         build = functools.partial(build_model, config, task, 0)
-        _common.check_model(build, f"the model on {label}")
+        _models.check_model(build, f"the model on {label}")
     return labels
 
 
-def train_run(config, task: _common.Task, seed: int, run_dir: pathlib.Path) -> dict[str, Any]:
+def train_run(config, task: _tasks.Task, seed: int, run_dir: pathlib.Path) -> dict[str, Any]:
     """Trains (or resumes) one residual model; its test record, also written to run.json."""
     model = build_model(config, task, seed)
     objective_fns = objective(task, config.penalty)
-    loss_fn, fit_kwargs = _common.fit_arguments(
+    loss_fn, fit_kwargs = _training.fit_arguments(
         config, task, model, seed=seed, objective=objective_fns
     )
     result = train.fit(
@@ -131,7 +131,7 @@ def train_run(config, task: _common.Task, seed: int, run_dir: pathlib.Path) -> d
     )
     evaluate = objective_fns[1]
     test = jax.jit(evaluate)(result.model, task.splits["test"])
-    emap = _common.emap_scores(result.model, task, max_examples=config.emap_max_examples)
+    emap = _evaluation.emap_scores(result.model, task, max_examples=config.emap_max_examples)
     record = {
         "dataset": task.name,
         "seed": seed,
@@ -139,7 +139,7 @@ def train_run(config, task: _common.Task, seed: int, run_dir: pathlib.Path) -> d
         "test": {k: float(v) for k, v in test.items() if k != "interaction_share"},
         "interaction_share": float(test["interaction_share"]),
         "emap": emap,
-        "params": _common.count_params(result.model),
+        "params": _models.count_params(result.model),
     }
     train.write_json(run_dir / "run.json", record)
     return record
@@ -183,17 +183,17 @@ def format_table(summaries: dict[str, dict[str, Any]]) -> str:
             f"{drop:+.3f} |"
         )
     sizes = {name: (s["num_examples"], s["test_size"]) for name, s in summaries.items()}
-    note = _common.emap_examples_note(sizes)
+    note = _evaluation.emap_examples_note(sizes)
     return "\n".join(lines) + f"\n\nTest metric and EMAP on the same examples: {note}."
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     workdir = pathlib.Path(workdir)
-    _common.check_seeds(config)
+    _config.check_seeds(config)
     labels = check_config(config)
-    writer = _common.open_run(config, workdir)
+    writer = _training.open_run(config, workdir)
     summaries = {}
-    for dataset, label in zip(_common.plain(config.datasets), labels, strict=True):
+    for dataset, label in zip(_config.plain(config.datasets), labels, strict=True):
         task = load_dataset(config, dataset)
         records = []
         for seed in config.seeds:

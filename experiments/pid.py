@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from experiments import _common, _plots, fusion_zoo
+from experiments import _config, _evaluation, _plots, _tasks, _training, fusion_zoo
 from mmfuse import interactions, train
 
 TERMS = ("redundancy", "unique_1", "unique_2", "synergy")
@@ -54,7 +54,7 @@ def agreement(a: dict[str, float], b: dict[str, float]) -> float:
     return 1.0 - sum(abs(a[t] - b[t]) for t in TERMS) / total
 
 
-def predictions(model, task: _common.Task, split: str) -> np.ndarray:
+def predictions(model, task: _tasks.Task, split: str) -> np.ndarray:
     """The model's predicted classes ``[N]`` on a split."""
     xs = task.inputs(split)
     logits = jax.jit(lambda m, xs: m(xs))(model, xs)  # [N, C]
@@ -124,7 +124,7 @@ def run_dataset(config, spec: str, workdir: pathlib.Path, writer) -> dict[str, A
         record = {
             "pid": terms,
             "agreement": agreement(out["dataset"], terms),
-            "test": _common.test_metrics(result.model, task)[task.metric],
+            "test": _evaluation.test_metrics(result.model, task)[task.metric],
             "metric": task.metric,
         }
         train.write_json(record_path, record)
@@ -185,9 +185,9 @@ def format_tables(results: dict[str, Any], models: list[str]) -> str:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     workdir = pathlib.Path(workdir)
-    _common.check_seeds(config)
+    _config.check_seeds(config)
     check_config(config)
-    writer = _common.open_run(config, workdir, ignore=("zoo_workdir",))
+    writer = _training.open_run(config, workdir, ignore=("zoo_workdir",))
     if config.get("compilation_cache", False):
         fusion_zoo.use_compilation_cache(workdir / "xla_cache")
     models = [fusion_zoo.parse_model(m).spec for m in config.models]

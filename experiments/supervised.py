@@ -16,7 +16,7 @@ import pathlib
 
 import ml_collections
 
-from experiments import _common, _plots, _pretrain
+from experiments import _config, _evaluation, _models, _plots, _pretrain, _tasks, _training
 from mmfuse import data, train
 
 
@@ -29,12 +29,12 @@ def run_config(config: ml_collections.ConfigDict):
             f"test, but {config.data.name} has only {', '.join(has)}"
         )
     if config.emap.enabled:  # EMAP runs after training: its settings are checked first
-        _common.check_count("emap.max_examples", config.emap.max_examples, 2)
-        _common.check_count("emap.num_samples", config.emap.num_samples, 1)
+        _config.check_count("emap.max_examples", config.emap.max_examples, 2)
+        _config.check_count("emap.num_samples", config.emap.num_samples, 1)
     _pretrain.check_pretraining(config)
-    task = _common.task_from_config(config.data, needed)
-    model = _common.model_from_config(config.model, task, config.seed)
-    loss_fn, fit_kwargs = _common.fit_arguments(config, task, model, seed=config.seed)
+    task = _tasks.task_from_config(config.data, needed)
+    model = _models.model_from_config(config.model, task, config.seed)
+    loss_fn, fit_kwargs = _training.fit_arguments(config, task, model, seed=config.seed)
     if config.model.encoders.get("init_from"):  # branches pre-trained in another run
         _pretrain.load_branches(model, config.model, task.modalities)
     # pre-trained branches frozen or fine-tuned at their own rate (config.model.encoders)
@@ -49,7 +49,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     workdir = pathlib.Path(workdir)
     # the config is checked (task, model, optimizer built) before the workdir is touched,
     # so that a bad config run with resume=False leaves the previous run in place
-    _common.check_seeds(config)
+    _config.check_seeds(config)
     _pretrain.check_source_outside(config.model, workdir)
     task, model, loss_fn, fit_kwargs = run_config(config)
     encoders = None
@@ -72,19 +72,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     results = {
         "dataset": task.name,
         "modalities": list(task.modalities),
-        "data_options": {**data.options(task.name), **_common.dataset_options(config.data)},
-        "model": _common.plain(config.model),
-        "params": _common.count_params(result.model),
+        "data_options": {**data.options(task.name), **_tasks.dataset_options(config.data)},
+        "model": _config.plain(config.model),
+        "params": _models.count_params(result.model),
         "steps": result.step,
         "best_step": result.best_step,
         "stopped_early": result.stopped_early,
         "validation": {"best": result.best_metric},
-        "test": _common.test_metrics(result.model, task),
+        "test": _evaluation.test_metrics(result.model, task),
     }
     if encoders is not None:
         results["encoders"] = encoders
     if config.emap.enabled:
-        results["emap"] = _common.emap_scores(
+        results["emap"] = _evaluation.emap_scores(
             result.model,
             task,
             max_examples=config.emap.max_examples,

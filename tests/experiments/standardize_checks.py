@@ -2,10 +2,10 @@
 
 import numpy as np
 
-from experiments import _common
+from experiments import _tasks
 
 
-def toy_task() -> _common.Task:
+def toy_task() -> _tasks.Task:
     """One modality ``a`` of three features spanning six orders of magnitude."""
     rng = np.random.default_rng(0)
     scale = np.array([1e-2, 1.0, 1e4], np.float32)
@@ -16,10 +16,10 @@ def toy_task() -> _common.Task:
         }
         for s, n in (("train", 300), ("test", 40))
     }
-    return _common.Task("toy", ("a",), splits, num_classes=2)
+    return _tasks.Task("toy", ("a",), splits, num_classes=2)
 
 
-def assert_standardized(task: _common.Task, raw: _common.Task) -> None:
+def assert_standardized(task: _tasks.Task, raw: _tasks.Task) -> None:
     """Train features have mean 0 and std 1; the test split is scaled by train statistics."""
     train = task.splits["train"]["a"]
     np.testing.assert_allclose(train.mean(0), 0, atol=1e-4)

@@ -16,7 +16,7 @@ from tests.experiments.standardize_checks import assert_standardized, toy_task
 @pytest.mark.parametrize("standardize", [False, True])
 def test_a_dataset_entry_can_ask_for_standardized_modalities(monkeypatch, standardize):
     toy = toy_task()
-    monkeypatch.setattr(emap_table._common, "load_task", lambda name, **kwargs: toy)
+    monkeypatch.setattr(emap_table._tasks, "load_task", lambda name, **kwargs: toy)
     config = quickstart.get_config()
     task = emap_table.load_dataset(config, {"name": "toy", "standardize": standardize})
     if standardize:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from configs import mro as mro_config
-from experiments import _common, mro
+from experiments import _tasks, mro
 from mmfuse import train
 
 
@@ -57,7 +57,7 @@ def test_sequence_modalities_are_refused_naming_them():
             "label": np.zeros(8),
         }
     }
-    task = _common.Task("toy_sequences", ("text", "audio"), splits, num_classes=None)
+    task = _tasks.Task("toy_sequences", ("text", "audio"), splits, num_classes=None)
     config = mro_config.get_config("tiny")
     with pytest.raises(ValueError, match=r"toy_sequences's modalities \{'text': \(5, 3\)\} are"):
         mro.build_model(config, task, seed=0)

@@ -77,14 +77,14 @@ def test_a_zoo_workdir_is_reused_only_with_the_same_training_settings(tmp_path):
     ],
 )
 def test_a_dataset_without_exactly_two_modalities_is_named_with_the_fix(spec, message, monkeypatch):
-    from experiments import _common, fusion_zoo
+    from experiments import _tasks, fusion_zoo
 
     widths = {"fou": 76, "kar": 64, "pix": 240}
 
     def probe(dataset, config, splits):
         kept = dataset.modalities or tuple(widths)
         arrays = {m: np.zeros((1, widths[m]), np.float32) for m in kept}
-        return _common.Task(dataset.spec, kept, {splits[0]: arrays}, num_classes=10)
+        return _tasks.Task(dataset.spec, kept, {splits[0]: arrays}, num_classes=10)
 
     monkeypatch.setattr(fusion_zoo, "load_dataset", probe)
     config = pid_config.get_config("tiny")

@@ -278,19 +278,19 @@ def test_dropout_precedes_the_output_projection():
 
 
 def test_a_model_with_dropout_is_stochastic_for_the_trainers():
-    from experiments import _common
+    from experiments import _models, _tasks, _training
     from mmfuse import models
 
     op = fusion.create("modality_shift", (4, 3), 4, rngs=nnx.Rngs(0), beta=1.0, dropout=0.5)
     model = models.FusionModel([None, None], op, nnx.Linear(4, 2, rngs=nnx.Rngs(1)))
-    assert _common.is_stochastic(model)
-    task = _common.Task("toy", ("a", "b"), {}, num_classes=2)
-    loss_fn, _ = _common.make_objective(task, stochastic=True)
+    assert _models.is_stochastic(model)
+    task = _tasks.Task("toy", ("a", "b"), {}, num_classes=2)
+    loss_fn, _ = _training.make_objective(task, stochastic=True)
     batch = {"a": jnp.ones((8, 4)), "b": jnp.ones((8, 3)), "label": jnp.zeros((8,), jnp.int32)}
     batch["a"] = batch["a"] * jnp.arange(8)[:, None]
     losses = {float(loss_fn(model, batch, jax.random.key(k))) for k in range(4)}
     assert len(losses) == 4  # the step's key samples the dropout mask
-    deterministic = _common.make_objective(task, stochastic=False)[0]
+    deterministic = _training.make_objective(task, stochastic=False)[0]
     assert len({float(deterministic(model, batch, jax.random.key(k))) for k in range(4)}) == 1
 
 

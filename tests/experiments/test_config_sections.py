@@ -11,7 +11,7 @@ import pytest
 from flax import nnx
 
 from configs import supervised
-from experiments import _common
+from experiments import _evaluation, _models, _tasks, _training
 from mmfuse import fusion, models
 from tests.experiments.standardize_checks import assert_standardized, toy_task
 from tests.jaxprs import dot_generals, operand_dtypes
@@ -19,14 +19,14 @@ from tests.jaxprs import dot_generals, operand_dtypes
 
 def _toy_task(num_train=200):
     splits = {"train": {"label": np.zeros(num_train, np.int32)}, "validation": {}}
-    return _common.Task("toy", ("a", "b"), splits, num_classes=2)
+    return _tasks.Task("toy", ("a", "b"), splits, num_classes=2)
 
 
 def _fit_kwargs(task=None, **mesh):
     config = supervised.get_config()
     config.mesh.update(mesh)
     model = models.MLP(3, (), 2, rngs=nnx.Rngs(0))
-    return _common.fit_arguments(config, task or _toy_task(), model, seed=0)[1]
+    return _training.fit_arguments(config, task or _toy_task(), model, seed=0)[1]
 
 
 def test_fit_arguments_are_checked_against_the_training_split():
@@ -73,8 +73,8 @@ def test_every_dataset_option_is_in_the_config_unset_and_only_changed_ones_are_p
     config.data.options.noise = 0.3  # what --config.data.options.noise=0.3 does
     config.data.options.seed = 0  # set, but to the default: the preset cache is kept
     seen = {}
-    monkeypatch.setattr(_common, "load_task", lambda name, **kwargs: seen.update(kwargs))
-    _common.task_from_config(config.data, ("train",))
+    monkeypatch.setattr(_tasks, "load_task", lambda name, **kwargs: seen.update(kwargs))
+    _tasks.task_from_config(config.data, ("train",))
     assert seen["options"] == {"noise": 0.3}
 
 
@@ -84,7 +84,7 @@ def test_options_set_for_another_dataset_are_a_clear_error():
     config.data.options.latent = "gaussian"
     config.data.options.noise = 0.5
     with pytest.raises(ValueError, match=r"sets latent, noise, not options of digits_halves"):
-        _common.task_from_config(config.data, ("train",))
+        _tasks.task_from_config(config.data, ("train",))
 
 
 @pytest.mark.parametrize(
@@ -104,14 +104,14 @@ def test_another_dataset_name_gets_its_own_defaults(monkeypatch, variant, name, 
     config.data.name = name  # what --config.data.name=... does
     config.data.options.update(set_here)
     seen = {}
-    monkeypatch.setattr(_common, "load_task", lambda name, **kwargs: seen.update(kwargs, name=name))
-    _common.task_from_config(config.data, ("train",))
+    monkeypatch.setattr(_tasks, "load_task", lambda name, **kwargs: seen.update(kwargs, name=name))
+    _tasks.task_from_config(config.data, ("train",))
     assert seen["name"] == name and seen["options"] == passed
 
 
 def test_uci_mfeat_is_standardized_unless_the_config_says_otherwise(monkeypatch):
     toy = toy_task()
-    monkeypatch.setattr(_common, "load_task", lambda name, **kwargs: toy)
+    monkeypatch.setattr(_tasks, "load_task", lambda name, **kwargs: toy)
     for variant, name, standardize, expected in [
         ("tensor,uci_mfeat", "uci_mfeat", None, True),
         ("tensor", "uci_mfeat", None, True),  # also when named by --config.data.name
@@ -121,17 +121,17 @@ def test_uci_mfeat_is_standardized_unless_the_config_says_otherwise(monkeypatch)
     ]:
         config = supervised.get_config(variant)
         config.data.name, config.data.standardize = name, standardize
-        task = _common.task_from_config(config.data, ("train", "test"))
+        task = _tasks.task_from_config(config.data, ("train", "test"))
         assert (task is not toy) == expected, (variant, name, standardize)
 
 
 @pytest.mark.parametrize("standardize", [False, True])
 def test_standardize_z_scores_every_split_by_the_train_statistics(monkeypatch, standardize):
     toy = toy_task()
-    monkeypatch.setattr(_common, "load_task", lambda name, **kwargs: toy)
+    monkeypatch.setattr(_tasks, "load_task", lambda name, **kwargs: toy)
     config = supervised.get_config()
     config.data.standardize = standardize  # what --config.data.standardize=... sets
-    task = _common.task_from_config(config.data, ("train", "test"))
+    task = _tasks.task_from_config(config.data, ("train", "test"))
     if standardize:
         assert_standardized(task, toy)
     else:
@@ -142,7 +142,7 @@ def test_standardize_z_scores_every_split_by_the_train_statistics(monkeypatch, s
 def test_model_compute_dtype_reaches_every_matmul(kind):
     shapes = [(6,), (4,)] if kind in ("early", "raw") else [(6,), (5, 4)]
     xs = [np.ones((3, *s), np.float32) for s in shapes]
-    task = _common.Task(
+    task = _tasks.Task(
         name="t",
         modalities=("a", "b"),
         splits={"train": {"a": xs[0], "b": xs[1], "label": np.array([0, 1, 0])}},
@@ -152,37 +152,37 @@ def test_model_compute_dtype_reaches_every_matmul(kind):
     config.model.kind = kind
     config.model.fusion = "low_rank_tensor"
     config.model.compute_dtype = "bfloat16"  # as --config.model.compute_dtype=bfloat16 sets it
-    model = _common.model_from_config(config.model, task, seed=0)
+    model = _models.model_from_config(config.model, task, seed=0)
     found = dot_generals(jax.make_jaxpr(model)(xs).jaxpr)
     assert found and operand_dtypes(found) == {"bfloat16"}
     leaves = jax.tree.leaves(nnx.state(model, nnx.Param))
     assert {str(leaf.dtype) for leaf in leaves} == {"float32"}
 
 
-def _random_task(num_modalities: int, n: int) -> _common.Task:
+def _random_task(num_modalities: int, n: int) -> _tasks.Task:
     rng = np.random.default_rng(0)
     names = tuple(f"m{i}" for i in range(num_modalities))
     split = {m: rng.normal(size=(n, 3)).astype(np.float32) for m in names}
     split["label"] = rng.integers(0, 2, n)
-    return _common.Task("random", names, {"test": split}, num_classes=2)
+    return _tasks.Task("random", names, {"test": split}, num_classes=2)
 
 
 def test_emap_scores_is_exact_where_affordable_and_monte_carlo_beyond():
     # six views of 40 examples: 40^6 = 4.1e9 head evaluations would be exact EMAP's cost
     task = _random_task(6, 40)
-    model = _common.model_from_config(supervised.get_config("additive").model, task, seed=0)
-    scores = _common.emap_scores(model, task)
-    assert scores["num_samples"] == _common.EMAP_SAMPLES
+    model = _models.model_from_config(supervised.get_config("additive").model, task, seed=0)
+    scores = _evaluation.emap_scores(model, task)
+    assert scores["num_samples"] == _evaluation.EMAP_SAMPLES
     assert 0.0 <= scores["projected"] <= 1.0 and len(scores["marginals"]) == 6
-    assert _common.emap_scores(model, task, max_examples=3)["num_samples"] is None  # 3^6 pairs
+    assert _evaluation.emap_scores(model, task, max_examples=3)["num_samples"] is None  # 3^6 pairs
 
 
 def test_emap_scores_monte_carlo_estimates_the_exact_projection():
     task = _random_task(2, 30)
-    task = _common.Task(task.name, task.modalities, task.splits, num_classes=None)  # MSE
-    model = _common.model_from_config(supervised.get_config("tensor").model, task, seed=0)
-    exact = _common.emap_scores(model, task)
-    sampled = _common.emap_scores(model, task, num_samples=3000, seed=1)
+    task = _tasks.Task(task.name, task.modalities, task.splits, num_classes=None)  # MSE
+    model = _models.model_from_config(supervised.get_config("tensor").model, task, seed=0)
+    exact = _evaluation.emap_scores(model, task)
+    sampled = _evaluation.emap_scores(model, task, num_samples=3000, seed=1)
     assert exact["num_samples"] is None and sampled["num_samples"] == 3000
     assert sampled["projected"] == pytest.approx(exact["projected"], rel=0.05)
     assert sampled["projected"] != exact["projected"]  # it did sample
@@ -195,9 +195,9 @@ def test_hard_gates_learn_their_gate_with_either_estimator(kind, estimator):
     config = supervised.get_config("hard_gated")
     config.model.kind = kind
     config.model.fusion_options = {"estimator": estimator}
-    model = _common.model_from_config(config.model, task, seed=0)
-    assert _common.is_stochastic(model)
-    loss_fn, _ = _common.make_objective(task, stochastic=True)
+    model = _models.model_from_config(config.model, task, seed=0)
+    assert _models.is_stochastic(model)
+    loss_fn, _ = _training.make_objective(task, stochastic=True)
     batch = task.splits["test"]
     graphdef, params = nnx.split(model)
 
@@ -222,15 +222,15 @@ def test_every_operator_option_is_in_the_config_unset():
         config = supervised.get_config(name)
         section = fusion_options_section(name)
         assert set(section) == set(fusion.options(name)) - {"kernel_init", "compute_dtype"}
-        assert _common.fusion_options(config.model) == {}  # the operator's own defaults
+        assert _models.fusion_options(config.model) == {}  # the operator's own defaults
 
 
 def test_a_set_operator_option_reaches_the_operator():
     task = _random_task(2, 8)
     config = supervised.get_config("low_rank_tensor")
     config.model.fusion_options.rank = 7  # as --config.model.fusion_options.rank=7 sets it
-    assert _common.fusion_options(config.model) == {"rank": 7}
-    model = _common.model_from_config(config.model, task, seed=0)
+    assert _models.fusion_options(config.model) == {"rank": 7}
+    model = _models.model_from_config(config.model, task, seed=0)
     assert {f.shape[0] for f in model.fusion.functional_params()["factors"]} == {7}
 
 
@@ -241,11 +241,11 @@ def test_load_task_takes_the_declared_class_count_not_the_largest_label(tmp_path
     for split in content.values():  # no score rounds to 3, so class 6 never occurs
         split["labels"] = np.clip(split["labels"], -3.0, 2.0)
     write_pickle(tmp_path / "downloads" / "manual", content)
-    task = _common.load_task("cmu_mosi/seven_class", data_dir=str(tmp_path))
+    task = _tasks.load_task("cmu_mosi/seven_class", data_dir=str(tmp_path))
     labels = np.concatenate([task.splits[s]["label"] for s in task.splits])
     assert labels.max() == 5
     assert task.num_classes == task.num_outputs == 7
-    regression = _common.load_task("cmu_mosi", data_dir=str(tmp_path))
+    regression = _tasks.load_task("cmu_mosi", data_dir=str(tmp_path))
     assert regression.num_classes is None and regression.num_outputs == 1
 
 
@@ -271,7 +271,7 @@ def test_an_optimizer_setting_that_would_be_ignored_or_misused_is_an_error(setti
     config = supervised.get_config()
     config.optim.update(settings)
     with pytest.raises(ValueError, match=message):
-        _common.optimizer_from_config(config.optim, 100)
+        _training.optimizer_from_config(config.optim, 100)
 
 
 @pytest.mark.parametrize(
@@ -295,7 +295,7 @@ def test_weight_decay_and_warmup_take_effect_where_they_apply():
     config = supervised.get_config()
     config.optim.update(name="adamw", weight_decay=0.5, schedule="warmup_cosine", warmup_steps=10)
     params = {"w": jnp.ones(3)}
-    opt = _common.optimizer_from_config(config.optim, 100)
+    opt = _training.optimizer_from_config(config.optim, 100)
     updates, _ = opt.update({"w": jnp.zeros(3)}, opt.init(params), params)
     np.testing.assert_array_equal(updates["w"], 0.0)  # warm-up starts at learning rate 0
     state = opt.init(params)
@@ -315,7 +315,7 @@ def test_supervised_needs_three_splits_and_says_which_the_dataset_has():
 
 
 def test_sequence_encoders_skip_the_zero_steps_that_pad_sequences():
-    encoder = _common._encoder((6, 5), (), 4, nnx.Rngs(0), None)
+    encoder = _models._encoder((6, 5), (), 4, nnx.Rngs(0), None)
     encoder.inputs.bias[...] = jnp.full_like(encoder.inputs.bias[...], 0.1)  # as after training
     x = jax.random.normal(jax.random.key(0), (2, 3, 5))
     padded = jnp.concatenate([jnp.zeros((2, 3, 5)), x], axis=1)  # left-padded as cmu_mosi
@@ -329,7 +329,7 @@ def test_standardizing_sequences_leaves_padding_zero_and_out_of_the_statistics()
     for i, n in enumerate(lengths):
         x[i, : 6 - n] = 0.0  # left padding
     splits = {s: {"a": x, "label": np.zeros(50, np.int64)} for s in ("train", "test")}
-    task = _common.standardized(_common.Task("seq", ("a",), splits, num_classes=2))
+    task = _tasks.standardized(_tasks.Task("seq", ("a",), splits, num_classes=2))
     z = task.splits["test"]["a"]
     real = np.any(x != 0, axis=-1)  # [N, T]
     assert not z[~real].any()  # padding stays padding
@@ -345,7 +345,7 @@ def test_a_feature_constant_in_the_train_split_is_centred_not_blown_up():
     test[0, 1] = 0.8
     labels = np.zeros(1400, np.int64)
     splits = {"train": {"a": x, "label": labels}, "test": {"a": test, "label": labels[:4]}}
-    task = _common.standardized(_common.Task("toy", ("a",), splits, num_classes=2))
+    task = _tasks.standardized(_tasks.Task("toy", ("a",), splits, num_classes=2))
     assert not task.splits["train"]["a"][:, 1].any()
     np.testing.assert_allclose(task.splits["test"]["a"][:, 1], [0.1, 0, 0, 0], atol=1e-6)
     np.testing.assert_allclose(task.splits["train"]["a"][:, 0].std(), 1, rtol=1e-5)
@@ -370,17 +370,17 @@ def test_model_widths_are_named_by_their_config_key(key, value, message):
 
 
 def test_a_modality_listed_twice_is_refused_before_loading(monkeypatch):
-    monkeypatch.setattr(_common.data, "load", lambda *a, **k: pytest.fail("loaded"))
+    monkeypatch.setattr(_tasks.data, "load", lambda *a, **k: pytest.fail("loaded"))
     with pytest.raises(ValueError, match=r"\('x1', 'x1'\) list x1 more than once"):
-        _common.load_task("synthetic/xor", modalities=("x1", "x1"))
+        _tasks.load_task("synthetic/xor", modalities=("x1", "x1"))
 
 
 def test_a_dataset_option_takes_any_form_the_dataset_accepts(monkeypatch):
     config = supervised.get_config("tensor,synthetic/additive")
     config.data.options.uniqueness = (1.0, 0.0)  # a float by default: one weight for all
     seen = {}
-    monkeypatch.setattr(_common, "load_task", lambda name, **kwargs: seen.update(kwargs))
-    _common.task_from_config(config.data, ("train",))
+    monkeypatch.setattr(_tasks, "load_task", lambda name, **kwargs: seen.update(kwargs))
+    _tasks.task_from_config(config.data, ("train",))
     assert seen["options"] == {"uniqueness": (1.0, 0.0)}
 
 
@@ -408,7 +408,7 @@ def test_a_run_killed_after_its_last_checkpoint_keeps_its_step_time(tmp_path):
 def test_late_fusion_on_sequences_reads_out_linearly_beyond_the_grus_range():
     # a GRU's pooled state is bounded by tanh: a sequence predictor needs a readout, or
     # no regression target beyond ±1 (CMU-MOSI's are in [-3, 3]) could be fitted
-    model = _common.build_model("late", ((5, 3), (4,)), 1, seed=0)
+    model = _models.build_model("late", ((5, 3), (4,)), 1, seed=0)
     sequence_predictor = model.predictors[0]
     readout = sequence_predictor.readout.layers[-1]
     readout.kernel[...] = jnp.zeros_like(readout.kernel[...])
@@ -425,7 +425,7 @@ def test_fusion_settings_a_model_kind_cannot_use_are_named():
     config.model.kind = "late"
     config.model.fusion_options.rank = 8  # late fusion has no operator to take it
     with pytest.raises(ValueError, match=r"fusion_options \{'rank': 8\} are unused: .*'late'"):
-        _common.model_from_config(config.model, task, seed=0)
+        _models.model_from_config(config.model, task, seed=0)
     config.model.kind = "early"  # always the nonlinear operator
     with pytest.raises(ValueError, match=r"'early' fuses with the nonlinear operator.*rank"):
-        _common.model_from_config(config.model, task, seed=0)
+        _models.model_from_config(config.model, task, seed=0)
