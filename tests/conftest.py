@@ -1,7 +1,10 @@
-"""Test-wide settings: strict shape semantics, CPU-only runs, one tfds folder per session."""
+"""Test-wide settings: strict shape semantics, CPU-only runs, one tfds folder and one XLA
+compilation cache per session."""
 
 import os
 import pathlib
+import shutil
+import tempfile
 
 import pytest
 
@@ -13,6 +16,19 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # memory plan, are unchanged; only the machine code is slower. Inherited by the
 # experiment subprocesses. Tests whose time is spent running use `optimized_compiles`.
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+
+
+def pytest_configure(config):
+    # Many tests compile the same programs (a model's train step, an experiment's run in
+    # a subprocess): a compilation cache shared by the session's workers and subprocesses
+    # (they inherit the environment) compiles each once. A run of its own, so no stale
+    # entry is ever read; removed at the end. Set here, before any test imports jax.
+    if hasattr(config, "workerinput") or "JAX_COMPILATION_CACHE_DIR" in os.environ:
+        return  # a worker inherits the session's cache; a user's own cache is kept
+    cache = tempfile.mkdtemp(prefix="mmfuse-test-xla-cache-")
+    config.add_cleanup(lambda: shutil.rmtree(cache, ignore_errors=True))
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = cache
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"  # small programs too
 
 
 @pytest.fixture(scope="session")
