@@ -21,14 +21,13 @@ import optax
 from flax import nnx
 
 from mmfuse._mesh import auto_mesh, with_auto_axes
+from mmfuse.train._step import Batch, LossFn, TrainStep
 from mmfuse.train.checkpoint import Checkpointer
 from mmfuse.train.metrics import MetricWriter
 from mmfuse.train.sampler import EpochSampler, is_count
 from mmfuse.train.sharding import batch_sharding, put_batch, state_shardings
 
 PathLike = str | os.PathLike
-Batch = Mapping[str, Any]
-LossFn = Callable[[nnx.Module, Batch, jax.Array], jax.Array | tuple[jax.Array, dict[str, Any]]]
 EvalFn = Callable[[nnx.Module, Batch], dict[str, jax.Array]]
 
 
@@ -83,6 +82,29 @@ def _train_arrays(train_data: Any) -> dict[str, Any]:
     return arrays
 
 
+def _judged(
+    meta: dict[str, Any],
+    scores: Mapping[str, float],
+    step: int,
+    monitor: str,
+    mode: str,
+    patience: int | None,
+) -> dict[str, Any]:
+    """``fit``'s early-stopping record after the evaluation of ``step``: its ``best_step``
+    and ``best_metric`` move there if ``scores[monitor]`` is finite and better (by
+    ``mode``) than the best so far; otherwise ``bad_evals`` counts one more, and
+    ``done`` is set once it reaches ``patience``."""
+    if monitor not in scores:
+        raise KeyError(f"monitor {monitor!r} is not among the evaluated metrics {sorted(scores)}")
+    value, best = scores[monitor], meta["best_metric"]
+    sign = 1.0 if mode == "min" else -1.0
+    if math.isfinite(value) and (best is None or sign * value < sign * best):
+        return {**meta, "best_metric": value, "best_step": step, "bad_evals": 0}
+    bad_evals = meta["bad_evals"] + 1
+    done = patience is not None and bad_evals >= patience
+    return {**meta, "bad_evals": bad_evals, "done": done}
+
+
 def _scalars(scores: Any) -> dict[str, float]:
     """``evaluate``'s ``{name: scalar}`` as floats, or a ValueError naming what is not."""
     if not isinstance(scores, Mapping):
@@ -125,10 +147,6 @@ class FitResult:
     best_metric: float | None
     stopped_early: bool
     step_seconds: float | None
-
-
-def _tree_where(condition: jax.Array, new: Any, old: Any) -> Any:
-    return jax.tree.map(lambda a, b: jnp.where(condition, a, b), new, old)
 
 
 def check_fit_settings(
@@ -294,86 +312,26 @@ def fit(
         raise ValueError(f"patience={patience} needs a monitor (None: never stop early)")
     eval_every = num_steps if eval_every is None else eval_every
     checkpoint_every = eval_every if checkpoint_every is None else checkpoint_every
-    sign = 1.0 if mode == "min" else -1.0
     if mesh is not None:  # e.g. jax.make_mesh's Explicit axes: XLA places what fit leaves
         mesh = auto_mesh(mesh)
 
     sampler = EpochSampler(next(iter(sizes.values())), batch_size, seed)
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    # Other variables (BatchNorm statistics, the counters of an nnx.Rngs) that the loss
-    # may update travel in the train state, so that they are checkpointed and resumed.
-    stateful = bool(jax.tree.leaves(rest))
-    base_key = jax.random.key(seed)
+    trainer = TrainStep(model, loss_fn, optimizer, seed)
 
-    def init_state() -> dict[str, Any]:
-        # Copies: the state is donated to the train step, and must not alias the
-        # caller's model or itself.
-        state = {
-            "step": jnp.zeros((), jnp.int32),
-            "params": jax.tree.map(jnp.copy, params),
-            "opt_state": optimizer.init(params),
-            "best_params": jax.tree.map(jnp.copy, params),
-            "loss_sum": jnp.zeros((), jnp.float32),
-            "nan_step": jnp.full((), -1, jnp.int32),
-        }
-        if stateful:
-            state["rest"] = jax.tree.map(jnp.copy, rest)
-            state["best_rest"] = jax.tree.map(jnp.copy, rest)
-        return state
-
-    def variables(state: dict[str, Any], best: bool = False) -> nnx.State:
-        """The non-parameter variables of ``state`` (the best evaluation's with ``best``)."""
-        return state["best_rest" if best else "rest"] if stateful else rest
-
-    def compute_loss(
-        p: nnx.State, r: nnx.State, batch: Batch, key: jax.Array
-    ) -> tuple[jax.Array, nnx.State]:
-        # fresh variables, created under the gradient's trace, so that the model may update them
-        stepped = nnx.merge(graphdef, p, jax.tree.map(lambda x: x, r))
-        out = loss_fn(stepped, batch, key)
-        loss = out[0] if isinstance(out, tuple) else out
-        return loss, nnx.split(stepped, nnx.Param, ...)[2]
-
-    def train_step(state: dict[str, Any], batch: Batch) -> dict[str, Any]:
-        key = jax.random.fold_in(base_key, state["step"])
-        (loss, new_rest), grads = jax.value_and_grad(compute_loss, has_aux=True)(
-            state["params"], variables(state), batch, key
-        )
-        updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
-        new_params = optax.apply_updates(state["params"], updates)
-        # a finite loss can still have a NaN gradient (e.g. the norm of a zero vector):
-        # such an update would leave NaN parameters in the next checkpoint
-        finite = jnp.isfinite(loss)
-        for tree in (grads, new_params):
-            for leaf in jax.tree.leaves(tree):
-                finite = finite & jnp.all(jnp.isfinite(leaf))
-        first_bad = (state["nan_step"] < 0) & ~finite
-        if stateful:
-            state = {**state, "rest": _tree_where(finite, new_rest, state["rest"])}
-        return {
-            **state,
-            "step": state["step"] + 1,
-            "params": _tree_where(finite, new_params, state["params"]),
-            "opt_state": _tree_where(finite, opt_state, state["opt_state"]),
-            "loss_sum": state["loss_sum"] + jnp.where(finite, loss, 0.0),
-            # counted as metrics and checkpoints count: step k is the k-th update
-            "nan_step": jnp.where(first_bad, state["step"] + 1, state["nan_step"]),
-        }
-
-    abstract_state = jax.eval_shape(init_state)
+    abstract_state = jax.eval_shape(trainer.init_state)
     if mesh is None:
         device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         shardings = jax.tree.map(lambda _: device, abstract_state)
-        jit_step = jax.jit(train_step, donate_argnums=0)
-        new_state = init_state
+        jit_step = jax.jit(trainer, donate_argnums=0)
+        new_state = trainer.init_state
         place_batch = dict
     else:
         shardings = state_shardings(abstract_state, mesh, param_axis=param_axis)
         batches = batch_sharding(mesh, data_axis)
         jit_step = jax.jit(
-            train_step, in_shardings=(shardings, batches), out_shardings=shardings, donate_argnums=0
+            trainer, in_shardings=(shardings, batches), out_shardings=shardings, donate_argnums=0
         )
-        new_state = jax.jit(init_state, out_shardings=shardings)
+        new_state = jax.jit(trainer.init_state, out_shardings=shardings)
         place_batch = functools.partial(put_batch, sharding=batches)
         if eval_data is not None:  # replicated: every device evaluates on all of it
             replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
@@ -388,7 +346,7 @@ def fit(
     jit_eval = (
         None
         if evaluate is None
-        else jax.jit(lambda p, r, data: evaluate(nnx.merge(graphdef, p, r), data))
+        else jax.jit(lambda p, r, data: evaluate(trainer.merge(p, r), data))
     )
 
     checkpointer = None if workdir is None else Checkpointer(pathlib.Path(workdir) / "checkpoints")
@@ -445,27 +403,15 @@ def fit(
                     writer.write(step, **{"train/loss": mean_loss})
                 bar.set_postfix(loss=f"{mean_loss:.4g}", refresh=False)
             if evaluating:
-                scores = _scalars(jit_eval(state["params"], variables(state), eval_data))
+                scores = _scalars(jit_eval(state["params"], trainer.variables(state), eval_data))
                 if writer is not None:
                     writer.write(step, **{f"eval/{k}": v for k, v in scores.items()})
                 if monitor is not None:
-                    if monitor not in scores:
-                        raise KeyError(
-                            f"monitor {monitor!r} is not among the evaluated metrics "
-                            f"{sorted(scores)}"
-                        )
-                    value = scores[monitor]
-                    best = meta["best_metric"]
-                    if math.isfinite(value) and (best is None or sign * value < sign * best):
-                        meta = {**meta, "best_metric": value, "best_step": step, "bad_evals": 0}
-                        state = {**state, "best_params": jax.tree.map(jnp.copy, state["params"])}
-                        if stateful:
-                            state["best_rest"] = jax.tree.map(jnp.copy, state["rest"])
-                    else:
-                        meta = {**meta, "bad_evals": meta["bad_evals"] + 1}
-                        if patience is not None and meta["bad_evals"] >= patience:
-                            meta = {**meta, "done": True}
-                            saving = checkpointer is not None
+                    meta = _judged(meta, scores, step, monitor, mode, patience)
+                    if meta["best_step"] == step:  # a new best
+                        state = trainer.keep_best(state)
+                    # a run that patience stops is checkpointed at its last step
+                    saving = saving or (meta["done"] and checkpointer is not None)
             if saving:
                 if interval_seconds:
                     meta = {**meta, "step_seconds": statistics.median(interval_seconds)}
@@ -493,7 +439,7 @@ def fit(
     else:
         chosen, best_step = state["best_params"], int(meta["best_step"])
     return FitResult(
-        model=nnx.merge(graphdef, chosen, variables(state, best=selected)),
+        model=trainer.merge(chosen, trainer.variables(state, best=selected)),
         params=chosen,
         step=int(state["step"]),
         best_step=best_step,
