@@ -136,10 +136,15 @@ def as_real_array(x: Any, what: str, name: str) -> jax.Array:
       name: the operator's or model's name, for error messages.
 
     Raises:
-      TypeError: ``x`` is not numeric (strings, objects) or is complex.
+      TypeError: ``x`` is not numeric (strings, objects, ``None``) or is complex.
+      ValueError: ``x`` is a ragged nest of lists.
     """
+    if x is None:
+        raise TypeError(f"{name}: {what} is None; expected a numeric array")
     try:
         x = jnp.asarray(x)
+    except ValueError as error:  # e.g. [[1, 2], [3]]: numpy cannot make it an array
+        raise ValueError(f"{name}: {what} is not an array of one shape: {error}") from None
     except TypeError as error:
         raise TypeError(
             f"{name}: {what} must be a numeric array, got {type(x).__name__} "

@@ -31,9 +31,16 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from mmfuse.fusion._core import check_positive, is_int
+from mmfuse.fusion._core import (
+    check_compute_dtype,
+    check_dims,
+    check_positive,
+    check_real,
+    is_int,
+    python_scalar,
+)
 from mmfuse.models._checks import check_modalities, hidden_widths
-from mmfuse.models.encoders.mlp import MLP
+from mmfuse.models.encoders.mlp import MLP, get_activation
 
 LossFn = Callable[[jax.Array, jax.Array], jax.Array]
 
@@ -79,15 +86,14 @@ class ResidualFusion(nnx.Module):
         rngs: nnx.Rngs,
     ):
         name = "ResidualFusion"
-        if isinstance(in_dims, (str, bytes)) or not isinstance(in_dims, Sequence):
-            raise ValueError(f"{name}: in_dims must be a sequence of M ints, got {in_dims!r}")
-        if len(in_dims) < 2:
-            raise ValueError(f"{name}: needs at least two modalities, got in_dims={in_dims!r}")
-        self.in_dims = tuple(
-            check_positive(d, f"in_dims[{m}]", name) for m, d in enumerate(in_dims)
+        self.in_dims, self.out_dim = check_dims(in_dims, out_dim, name, min_modalities=2)
+        # checked here so that errors name this model, not the MLPs it builds
+        hidden_dims = tuple(
+            check_positive(h, f"hidden_dims[{i}]", name)
+            for i, h in enumerate(hidden_widths(hidden_dims, name))
         )
-        self.out_dim = check_positive(out_dim, "out_dim", name)
-        hidden_dims = hidden_widths(hidden_dims, name)
+        get_activation(activation, name)
+        check_compute_dtype(compute_dtype, name)
         num_modalities = len(self.in_dims)
         max_order = num_modalities if max_order is None else max_order
         if not is_int(max_order):
@@ -217,7 +223,8 @@ def residual_loss(
         labels or ``[B, C]`` regression targets).
       loss_fn: ``loss_fn(predictions [B, C], targets) -> scalar``, e.g. the batch mean of
         ``optax.softmax_cross_entropy_with_integer_labels``.
-      penalty: the weight (≥ 0) of the L2 penalty on the interaction outputs.
+      penalty: the weight (≥ 0) of the L2 penalty on the interaction outputs; a traced
+        scalar too (e.g. a weight scheduled inside ``jax.jit``), unchecked.
 
     Returns:
       The scalar loss.
@@ -229,14 +236,16 @@ def residual_loss(
     name = "residual_loss"
     outs = _sorted_orders(outputs_by_order, name)
     _check_batched(outs, name)
-    if not penalty >= 0:
-        raise ValueError(f"{name}: penalty must be >= 0, got {penalty!r}")
+    penalty = python_scalar(penalty)
+    traced = isinstance(penalty, jax.core.Tracer)  # e.g. a weight scheduled inside jit
+    if not traced:
+        check_real(penalty, "penalty", name, bound=">= 0")
     lower = jnp.zeros_like(outs[0])  # [B, C], the sum of the orders below k
     total = jnp.zeros((), outs[0].dtype)
     for out in outs:
         total = total + jnp.asarray(loss_fn(jax.lax.stop_gradient(lower) + out, targets))
         lower = lower + out
-    if penalty and len(outs) > 1:
+    if (traced or penalty) and len(outs) > 1:
         total = total + penalty * sum(jnp.mean(jnp.square(out)) for out in outs[1:])
     return total
 

@@ -157,6 +157,10 @@ def test_fusion_model_rejects_bad_inputs():
         seq_model((x, jnp.ones((B, 3))))  # the identity encoder checks the operator's width
     with pytest.raises(ValueError, match=r"modality 0 must have shape \[\.\.\., T, 3\]"):
         seq_model((jnp.ones((3,)), v))
+    with pytest.raises(TypeError, match="FusionModel: modality 1 is None; expected a numeric"):
+        model((a, None))
+    with pytest.raises(ValueError, match="FusionModel: modality 0 is not an array of one shape"):
+        model(([[1.0, 2.0, 3.0], [4.0]], b[:2]))
 
 
 def test_fusion_model_rejects_mismatched_parts():
@@ -169,6 +173,16 @@ def test_fusion_model_rejects_mismatched_parts():
         models.FusionModel([enc[0], models.MLP(5, (), 6, rngs=rngs)], op)
     with pytest.raises(ValueError, match="outputs width 5 but the head takes 4"):
         models.FusionModel(enc, op, models.MLP(4, (), 2, rngs=rngs))
+    # in_dims is for encoders that declare no width; one that contradicts a declared
+    # width could never be satisfied by any input
+    with pytest.raises(ValueError, match=r"in_dims\[1\] = 6, but modality 1's MLP takes width 5"):
+        models.FusionModel(enc, op, in_dims=(3, 6))
+    with pytest.raises(ValueError, match=r"in_dims\[0\] = 5, but the fusion operator \(modality 0"):
+        models.FusionModel([None, None], op, in_dims=(5, 3))
+    with pytest.raises(ValueError, match=r"in_dims\[1\] must be a positive int or None, got 'x'"):
+        models.FusionModel([None, None], op, in_dims=(None, "x"))
+    specs = models.FusionModel(enc, op, in_dims=(np.int64(3), None)).input_specs
+    assert specs == ((3, 1), (None, 1)) and type(specs[0][0]) is int
 
 
 @pytest.mark.parametrize("combine", ["mean", "weighted"])

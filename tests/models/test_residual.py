@@ -92,6 +92,10 @@ def test_penalty_adds_the_mean_square_of_the_interactions():
     plain = models.residual_loss(outs, target, mse)
     np.testing.assert_allclose(plain, 1.0 + 9.0)
     np.testing.assert_allclose(models.residual_loss(outs, target, mse, penalty=0.5), 10.0 + 2.0)
+    # the weight may be traced, e.g. scheduled inside a jitted step
+    scheduled = jax.jit(lambda w: models.residual_loss(outs, target, mse, penalty=w))
+    np.testing.assert_allclose(scheduled(0.5), 12.0)
+    np.testing.assert_allclose(scheduled(0.0), 10.0)
 
 
 def test_interaction_share():
@@ -110,8 +114,19 @@ def test_bad_inputs_name_the_modality_and_shapes():
         model([normal(0, (B, 3)), normal(1, (B, 4)), normal(2, (B, 4))])
     with pytest.raises(ValueError, match=r"modality 1 has batch dims \(4,\)"):
         model([normal(0, (B, 3)), normal(1, (4, 4))])
-    with pytest.raises(ValueError, match="at least two modalities"):
+    with pytest.raises(ValueError, match="ResidualFusion needs at least 2 modalities"):
         models.ResidualFusion((3,), C, rngs=nnx.Rngs(0))
+    # the MLP branches' options are checked under this model's name
+    for option, message in (
+        ({"activation": "elu"}, "activation='elu' is not one of"),
+        ({"compute_dtype": "int8"}, "compute_dtype must be a floating dtype"),
+        ({"hidden_dims": (0,)}, r"hidden_dims\[0\] must be a positive int"),
+    ):
+        with pytest.raises(ValueError, match=f"^ResidualFusion: {message}"):
+            models.ResidualFusion((3, 4), C, rngs=nnx.Rngs(0), **option)
+    assert models.ResidualFusion(np.array([3, 4]), C, rngs=nnx.Rngs(0)).in_dims == (3, 4)
+    with pytest.raises(ValueError, match="residual_loss: penalty must be a finite number >= 0"):
+        models.residual_loss({1: jnp.ones((B, C))}, jnp.zeros((B, C)), mse, penalty=-1.0)
     with pytest.raises(ValueError, match="max_order"):
         models.ResidualFusion((3, 4), C, max_order=3, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="order 1"):

@@ -8,6 +8,7 @@ from typing import Any
 
 import jax
 
+from mmfuse.fusion._core import is_int
 from mmfuse.models._checks import InputSpec, check_modalities, check_sequence, input_spec
 
 
@@ -22,8 +23,8 @@ def input_specs(
 
     Args:
       modules: M modules (``None`` for the identity).
-      in_dims: widths ``d_m`` given by the user, overriding what the modules declare;
-        ``None`` entries are not checked.
+      in_dims: widths ``d_m`` given by the user, for modules that declare none (a
+        declared width must agree); ``None`` entries are not checked.
       name: the model's name, used in error messages.
       default_dims: the widths an identity module passes on (e.g. a fusion
         operator's ``in_dims``).
@@ -39,7 +40,21 @@ def input_specs(
             f"{name}: in_dims={tuple(in_dims)} has {len(in_dims)} entries for "
             f"{len(modules)} modalities"
         )
-    return tuple((d, rank) for d, (_, rank) in zip(in_dims, specs, strict=True))
+    for m, (d, (declared, _)) in enumerate(zip(in_dims, specs, strict=True)):
+        if d is None:
+            continue
+        if not (is_int(d) and d >= 1):
+            raise ValueError(f"{name}: in_dims[{m}] must be a positive int or None, got {d!r}")
+        if declared is not None and d != declared:
+            owner = (
+                f"the fusion operator (modality {m} has no encoder)"
+                if modules[m] is None
+                else f"modality {m}'s {type(modules[m]).__name__}"
+            )
+            raise ValueError(f"{name}: in_dims[{m}] = {d}, but {owner} takes width {declared}")
+    return tuple(
+        (None if d is None else int(d), rank) for d, (_, rank) in zip(in_dims, specs, strict=True)
+    )
 
 
 def apply_per_modality(

@@ -31,6 +31,11 @@ class FusionModel(nnx.Module):
     Because the model factorizes, the interaction measures can encode each modality
     once and pair encodings across examples through ``fuse`` alone (see ``as_pure``).
 
+    The batch dims are whatever leading dims the inputs share, none included: one
+    unbatched example works, which is what ``jax.vmap`` over examples passes. So a
+    sequence encoder given ``[B, d]`` vectors reads them as one unbatched sequence of
+    B steps; give it ``[B, 1, d]`` for one-step sequences.
+
     Args:
       encoders: M NNX modules (or ``None`` for the identity), encoder m mapping
         ``x_m: [B, ..., d_m]`` to ``[B, ..., e_m]`` where ``e_m`` is the fusion
@@ -40,8 +45,9 @@ class FusionModel(nnx.Module):
       head: an NNX module ``[B, ..., F] -> [B, ..., C]``, or ``None`` (output the fusion).
       in_dims: the input widths ``d_m`` to check against; by default read off the
         encoders (their ``in_dim``, an ``nnx.Linear``'s ``in_features``) and, for
-        identity encoders, the fusion operator's ``in_dims``. ``None`` entries are
-        not checked.
+        identity encoders, the fusion operator's ``in_dims``. Given, it must agree with
+        those (it is for encoders that declare no width); ``None`` entries are not
+        checked.
 
     References:
       Baltrušaitis, Ahuja and Morency, "Multimodal Machine Learning: A Survey and

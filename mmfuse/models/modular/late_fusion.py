@@ -29,7 +29,8 @@ class LateFusion(nnx.Module):
         already computed prediction.
       combine: ``"mean"`` or ``"weighted"``.
       in_dims: the input widths ``d_m`` to check against; by default read off the
-        predictors (their ``in_dim``, an ``nnx.Linear``'s ``in_features``).
+        predictors (their ``in_dim``, an ``nnx.Linear``'s ``in_features``); given, it
+        must agree with those (it is for predictors that declare no width).
 
     References:
       Baltrušaitis, Ahuja and Morency, "Multimodal Machine Learning: A Survey and
