@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import tensorflow_datasets as tfds
 
 PathLike = str | os.PathLike
-_SPLIT_PART = re.compile(r"^\s*(\w+)\s*(\[[^\]]*\])?\s*$")
+_SPLIT_PART = re.compile(r"^(\w+)(\[[^\]]*\])?$")  # tfds takes no spaces around parts
 
 
 def options(name: str) -> dict[str, Any]:
@@ -108,10 +108,13 @@ def _check_split(name: str, splits: Sequence[str], split: Any) -> None:
     for part in parts:
         match = _SPLIT_PART.match(part) if isinstance(part, str) else None
         if match is None or match.group(1) not in valid:
+            example = f"{splits[0]}[:10%]" + (f"+{splits[1]}" if len(splits) > 1 else "")
             raise ValueError(
                 f"{name}: unknown split {split!r}; splits: {', '.join(splits)} (or 'all', or "
-                "tfds split expressions over them such as 'train[:10%]+validation')"
+                f"tfds split expressions over them such as {example!r})"
             )
+        if match.group(1) == "all" and match.group(2):
+            raise ValueError(f"{name}: split {split!r}: 'all' takes no slice; slice each split")
 
 
 def _data_dir(data_dir: PathLike | None) -> pathlib.Path:
@@ -272,6 +275,8 @@ def batches(
         raise ValueError(f"shard_count must be a positive integer, got {shard_count!r}")
     if not _integer(shard_index) or not 0 <= shard_index < shard_count:
         raise ValueError(f"need 0 <= shard_index < shard_count, got {shard_index}, {shard_count}")
+    if not _integer(shuffle_seed) or not 0 <= shuffle_seed < 2**32:
+        raise ValueError(f"shuffle_seed must be an integer in [0, 2**32), got {shuffle_seed!r}")
     if num_epochs is not None and (not _integer(num_epochs) or num_epochs < 1):
         raise ValueError(f"num_epochs must be a positive integer or None, got {num_epochs!r}")
     source, view, modalities = _open(name, split, data_dir, manual_dir, options)

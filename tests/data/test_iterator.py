@@ -103,6 +103,9 @@ def test_bad_iterator_arguments_raise(data_dir):
         data.batches("synthetic/mix", "eval", batch_size=4)
     with pytest.raises(ValueError, match="unknown split None"):
         data.batches("synthetic/mix", None, batch_size=4)
+    for seed in ("a", -1, 2**32):
+        with pytest.raises(ValueError, match=r"shuffle_seed must be an integer in \[0, 2\*\*32\)"):
+            _batches(data_dir, batch_size=4, shuffle_seed=seed)
     with pytest.raises(ValueError, match=r"shard_count must be a positive integer, got 2\.0"):
         _batches(data_dir, batch_size=4, shard_count=2.0)
     with pytest.raises(
