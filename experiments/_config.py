@@ -67,6 +67,15 @@ def check_count(key: str, value: Any, minimum: int) -> None:
         raise ValueError(f"config.{key} must be an int >= {minimum}, got {value!r}")
 
 
+def check_number(key: str, value: Any, minimum: float) -> None:
+    """Checks a config number: a finite int or float ``>= minimum``."""
+    number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, bool
+    )
+    if not (number and np.isfinite(value) and value >= minimum):
+        raise ValueError(f"config.{key} must be a finite number >= {minimum}, got {value!r}")
+
+
 # jax keeps a seed's low 32 bits: 2**32 would initialize like 0
 SEED_LIMIT = 2**32
 

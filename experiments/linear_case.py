@@ -165,6 +165,11 @@ def _load(cfg: ml_collections.ConfigDict, seed: int) -> tuple[np.ndarray, ...]:
     reviews = data.load(
         cfg.name, "train", data_dir=cfg.get("data_dir") or None, seed=seed, **options
     )
+    if len(cfg.modalities) != 2:
+        raise ValueError(
+            f"config.data.modalities must name the two modalities (x_A, x_B) of the lecture's "
+            f"regressions, got {tuple(cfg.modalities)}"
+        )
     a_key, b_key = cfg.modalities
     for key in (a_key, b_key):
         if key not in reviews or reviews[key].shape[1:] != (1,):

@@ -94,6 +94,13 @@ def main(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 1
+    if os.path.exists(_WORKDIR.value) and not os.path.isdir(_WORKDIR.value):
+        print(f"error: --workdir={_WORKDIR.value} is a file, not a folder", file=sys.stderr)
+        return 1
+    given = config_flags.get_config_filename(flags.FLAGS["config"])  # path[:argument]
+    if not os.path.isfile(given.split(":", 1)[0]):  # ml_collections would raise on first use
+        print(f"error: --config={given}: no such file", file=sys.stderr)
+        return 1
     config = _CONFIG.value
     import jax
 

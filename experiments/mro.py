@@ -105,6 +105,7 @@ def check_config(config) -> list[str]:
     touched or anything is trained; the datasets' labels."""
     _training.check_training(config)
     _config.check_count("emap_max_examples", config.emap_max_examples, 2)
+    _config.check_number("penalty", config.penalty, 0)
     datasets = _config.plain(config.datasets)
     labels = _config.check_entries("config.datasets", datasets, DATASET_KEYS, label="label")
     for dataset, label in zip(datasets, labels, strict=True):

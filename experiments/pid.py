@@ -63,9 +63,15 @@ def predictions(model, task: _tasks.Task, split: str) -> np.ndarray:
 
 def check_config(config: ml_collections.ConfigDict) -> None:
     """Checks every dataset and model before the workdir is touched or anything trained:
-    the zoo workdir (if set), two modalities each, and the zoo's checks of every run."""
+    the zoo workdir (if set), the PID settings, two modalities each, and the zoo's checks
+    of every run."""
     if config.get("zoo_workdir"):
         check_zoo_workdir(config)
+    splits = ("train", "validation", "test")  # those fusion_zoo.load_dataset loads
+    if config.pid.split not in splits:
+        raise ValueError(f"config.pid.split={config.pid.split!r} is not one of {', '.join(splits)}")
+    _config.check_count("pid.num_clusters", config.pid.num_clusters, 1)
+    _config.check_count("pid.pca_dims", config.pid.get("pca_dims"), 1)
     datasets = [
         fusion_zoo.parse_dataset(s) for s in fusion_zoo.unique_specs("datasets", config.datasets)
     ]

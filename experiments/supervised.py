@@ -31,8 +31,24 @@ def run_config(config: ml_collections.ConfigDict):
     if config.emap.enabled:  # EMAP runs after training: its settings are checked first
         _config.check_count("emap.max_examples", config.emap.max_examples, 2)
         _config.check_count("emap.num_samples", config.emap.num_samples, 1)
+    elif config.emap.num_samples is not None:  # a setting the run would ignore
+        raise ValueError(
+            f"config.emap.num_samples={config.emap.num_samples} is unused: "
+            "config.emap.enabled is False"
+        )
+    kind, combine = config.model.kind, config.model.get("late_combine", "mean")
+    if kind != "late" and combine != "mean":  # a setting the run would ignore
+        raise ValueError(
+            f"config.model.late_combine={combine!r} is unused: only model.kind='late' "
+            f"combines per-modality predictions, not {kind!r}"
+        )
     _pretrain.check_pretraining(config)
     task = _tasks.task_from_config(config.data, needed)
+    if config.emap.enabled and len(task.modalities) < 2:
+        raise ValueError(
+            f"config.emap.enabled: EMAP measures interactions between modalities, but the "
+            f"run has one ({task.modalities[0]}); set --config.emap.enabled=False"
+        )
     model = _models.model_from_config(config.model, task, config.seed)
     loss_fn, fit_kwargs = _training.fit_arguments(config, task, model, seed=config.seed)
     if config.model.encoders.get("init_from"):  # branches pre-trained in another run

@@ -188,3 +188,67 @@ def test_linear_case_refuses_a_repeated_dataset_seed():
     config.data.seeds = (0, 1, 0)
     with pytest.raises(ValueError, match=r"seed is listed more than once in \(0, 1, 0\)"):
         linear_case.train_and_evaluate(config, "/nonexistent/never-written")
+
+
+def _changed(make_config, **changes):
+    def make():
+        config = make_config()
+        for key, value in changes.items():
+            *path, last = key.split(".")
+            section = config
+            for part in path:
+                section = section[part]
+            with section.ignore_type():
+                section[last] = value
+        return config
+
+    return make
+
+
+SMALL = {"data.name": "synthetic/xor", "data.options.sizes": (64, 16, 16)}
+LATE_CHECKS = {  # settings used only after training (or the first runs), checked first
+    "mro penalty": (
+        mro,
+        _changed(lambda: mro_config.get_config("tiny"), penalty=-1.0),
+        "config.penalty must be a finite number >= 0, got -1.0",
+    ),
+    "pid split": (
+        pid,
+        _changed(lambda: pid_config.get_config("tiny"), **{"pid.split": "tran"}),
+        "config.pid.split='tran' is not one of train, validation, test",
+    ),
+    "pid clusters": (
+        pid,
+        _changed(lambda: pid_config.get_config("tiny"), **{"pid.num_clusters": 0}),
+        "config.pid.num_clusters must be an int >= 1, got 0",
+    ),
+    "supervised emap of one modality": (
+        supervised,
+        _changed(supervised_config.get_config, **SMALL, **{"data.modalities": ("x1",)}),
+        "EMAP measures interactions between modalities, but the run has one (x1); set "
+        "--config.emap.enabled=False",
+    ),
+    "supervised unused emap samples": (
+        supervised,
+        _changed(supervised_config.get_config, **{"emap.enabled": False, "emap.num_samples": 5}),
+        "config.emap.num_samples=5 is unused: config.emap.enabled is False",
+    ),
+    "supervised unused late_combine": (
+        supervised,
+        _changed(supervised_config.get_config, **{"model.late_combine": "weighted"}),
+        "config.model.late_combine='weighted' is unused: only model.kind='late'",
+    ),
+    "linear_case one modality": (
+        linear_case,
+        _changed(lambda: linear_config.get_config("quick"), **{"data.modalities": ("smiling",)}),
+        "config.data.modalities must name the two modalities (x_A, x_B) of the lecture's "
+        "regressions, got ('smiling',)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", LATE_CHECKS)
+def test_a_setting_used_late_is_checked_before_the_previous_run_is_discarded(case, tmp_path):
+    trainer, make_config, message = LATE_CHECKS[case]
+    name = trainer.__name__.rsplit(".", 1)[-1]
+    _refused_before_the_previous_run_is_discarded(name, trainer, make_config(), message, tmp_path)

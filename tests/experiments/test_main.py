@@ -42,6 +42,17 @@ def test_a_url_workdir_is_refused_before_anything_is_written(tmp_path, data_dir)
     assert not (REPO_ROOT / "gs:").exists()  # no local folder "gs:/bucket/runs/sup"
 
 
+def test_a_missing_config_file_or_a_file_as_workdir_is_one_line(tmp_path, data_dir):
+    out = run_main("--config=configs/nope.py:tiny", f"--workdir={tmp_path}", data_dir=data_dir)
+    assert out.returncode == 1
+    assert out.stderr.strip() == "error: --config=configs/nope.py:tiny: no such file"
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    out = run_main(*SHORT, f"--workdir={afile}", data_dir=data_dir)
+    assert out.returncode == 1
+    assert out.stderr.strip() == f"error: --workdir={afile} is a file, not a folder"
+
+
 def test_a_misspelt_key_is_named_once_with_the_suggested_one(tmp_path, data_dir):
     out = run_main(
         *SHORT, "--config.train.num_stepz=10", f"--workdir={tmp_path}", data_dir=data_dir
