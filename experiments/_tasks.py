@@ -19,6 +19,18 @@ STANDARDIZED_BY_DEFAULT = ("uci_mfeat",)
 
 # one training example: enough to learn a dataset's modalities, shapes and classes
 PROBE_SPLIT = "train[:1]"
+SPLITS = ("train", "validation", "test")  # what the trainers of models load
+
+
+def check_splits(name: str) -> None:
+    """Checks that dataset ``name`` has the ``SPLITS`` a trainer of models needs (a check
+    of its catalogue entry: nothing is built)."""
+    has = data.splits(name)
+    if not set(SPLITS) <= set(has):
+        raise ValueError(
+            f"{name}: the trainers train on train, pick the best step on validation and "
+            f"report test, but {name} has only {', '.join(has)}"
+        )
 
 
 @dataclasses.dataclass(frozen=True)

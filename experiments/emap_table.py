@@ -135,6 +135,7 @@ def check_config(config) -> None:
     rows = row_models(config)
     _config.check_entries("config.extra_models", rows, ROW_KEYS, required=("name", "kind"))
     for dataset, label in zip(datasets, labels, strict=True):
+        _tasks.check_splits(dataset["name"])
         task = load_dataset(config, dataset, splits=(_tasks.PROBE_SPLIT,))
         for row in rows:
             build = functools.partial(_build, row, config, task, 0)

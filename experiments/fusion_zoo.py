@@ -143,6 +143,8 @@ def load_dataset(
 
 def probe(config: ml_collections.ConfigDict, datasets: Sequence[Dataset]) -> list[_tasks.Task]:
     """Each dataset's task with one training example: its modalities, shapes and classes."""
+    for dataset in datasets:
+        _tasks.check_splits(dataset.name)
     return [load_dataset(d, config, splits=(_tasks.PROBE_SPLIT,)) for d in datasets]
 
 

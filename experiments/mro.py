@@ -109,6 +109,7 @@ def check_config(config) -> list[str]:
     datasets = _config.plain(config.datasets)
     labels = _config.check_entries("config.datasets", datasets, DATASET_KEYS, label="label")
     for dataset, label in zip(datasets, labels, strict=True):
+        _tasks.check_splits(dataset["name"])
         task = load_dataset(config, dataset, splits=(_tasks.PROBE_SPLIT,))
         build = functools.partial(build_model, config, task, 0)
         _models.check_model(build, f"the model on {label}")

@@ -22,12 +22,7 @@ from mmfuse import data, train
 
 def run_config(config: ml_collections.ConfigDict):
     """The task, model and ``fit`` keyword arguments a config describes."""
-    needed, has = ("train", "validation", "test"), data.splits(config.data.name)
-    if not set(needed) <= set(has):
-        raise ValueError(
-            f"supervised trains on train, picks its best step on validation and reports "
-            f"test, but {config.data.name} has only {', '.join(has)}"
-        )
+    _tasks.check_splits(config.data.name)
     if config.emap.enabled:  # EMAP runs after training: its settings are checked first
         _config.check_count("emap.max_examples", config.emap.max_examples, 2)
         _config.check_count("emap.num_samples", config.emap.num_samples, 1)
@@ -43,7 +38,7 @@ def run_config(config: ml_collections.ConfigDict):
             f"combines per-modality predictions, not {kind!r}"
         )
     _pretrain.check_pretraining(config)
-    task = _tasks.task_from_config(config.data, needed)
+    task = _tasks.task_from_config(config.data, _tasks.SPLITS)
     if config.emap.enabled and len(task.modalities) < 2:
         raise ValueError(
             f"config.emap.enabled: EMAP measures interactions between modalities, but the "

@@ -238,6 +238,17 @@ LATE_CHECKS = {  # settings used only after training (or the first runs), checke
         _changed(supervised_config.get_config, **{"model.late_combine": "weighted"}),
         "config.model.late_combine='weighted' is unused: only model.kind='late'",
     ),
+    "zoo dataset without validation": (
+        fusion_zoo,
+        _changed(lambda: zoo_config.get_config("quick"), datasets=("book_reviews",)),
+        "book_reviews: the trainers train on train, pick the best step on validation and "
+        "report test, but book_reviews has only train",
+    ),
+    "emap_table dataset without validation": (
+        emap_table,
+        _changed(lambda: quickstart.get_config("tiny"), datasets=[{"name": "book_reviews"}]),
+        "book_reviews: the trainers train on train",
+    ),
     "linear_case one modality": (
         linear_case,
         _changed(lambda: linear_config.get_config("quick"), **{"data.modalities": ("smiling",)}),

@@ -309,7 +309,7 @@ def test_supervised_needs_three_splits_and_says_which_the_dataset_has():
     from mmfuse import data
 
     config = supervised.get_config("tensor,book_reviews")
-    with pytest.raises(ValueError, match=r"reports test, but book_reviews has only train$"):
+    with pytest.raises(ValueError, match=r"report test, but book_reviews has only train$"):
         trainer.run_config(config)
     assert data.splits("digits_halves") == ("train", "validation", "test")
 
