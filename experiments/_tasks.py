@@ -15,8 +15,6 @@ from mmfuse import data
 
 # datasets whose views come in very different units: z-scored unless a config says otherwise
 STANDARDIZED_BY_DEFAULT = ("uci_mfeat",)
-
-
 # one training example: enough to learn a dataset's modalities, shapes and classes
 PROBE_SPLIT = "train[:1]"
 SPLITS = ("train", "validation", "test")  # what the trainers of models load
