@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import numbers
 import os
 import pathlib
 import statistics
@@ -94,8 +95,6 @@ def _judged(
     and ``best_metric`` move there if ``scores[monitor]`` is finite and better (by
     ``mode``) than the best so far; otherwise ``bad_evals`` counts one more, and
     ``done`` is set once it reaches ``patience``."""
-    if monitor not in scores:
-        raise KeyError(f"monitor {monitor!r} is not among the evaluated metrics {sorted(scores)}")
     value, best = scores[monitor], meta["best_metric"]
     sign = 1.0 if mode == "min" else -1.0
     if math.isfinite(value) and (best is None or sign * value < sign * best):
@@ -310,6 +309,9 @@ def fit(
         raise ValueError("evaluate needs eval_data")
     if patience is not None and monitor is None:
         raise ValueError(f"patience={patience} needs a monitor (None: never stop early)")
+    integer = isinstance(seed, numbers.Integral) and not isinstance(seed, bool)
+    if not (integer and 0 <= seed < 2**32):  # numpy's sampler refuses negative seeds
+        raise ValueError(f"seed must be an integer in [0, 2**32), got {seed!r}")
     eval_every = num_steps if eval_every is None else eval_every
     checkpoint_every = eval_every if checkpoint_every is None else checkpoint_every
     if mesh is not None:  # e.g. jax.make_mesh's Explicit axes: XLA places what fit leaves
@@ -317,6 +319,14 @@ def fit(
 
     sampler = EpochSampler(next(iter(sizes.values())), batch_size, seed)
     trainer = TrainStep(model, loss_fn, optimizer, seed)
+    if monitor is not None:  # known from a trace, not after eval_every steps of training
+        scores = jax.eval_shape(
+            lambda p, r: evaluate(trainer.merge(p, r), eval_data), trainer.params, trainer.rest
+        )
+        if isinstance(scores, Mapping) and monitor not in scores:
+            raise ValueError(
+                f"monitor {monitor!r} is not among the metrics evaluate returns {sorted(scores)}"
+            )
 
     abstract_state = jax.eval_shape(trainer.init_state)
     if mesh is None:
@@ -335,7 +345,9 @@ def fit(
         place_batch = functools.partial(put_batch, sharding=batches)
         if eval_data is not None:  # replicated: every device evaluates on all of it
             replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-            eval_data = jax.device_put(dict(eval_data), replicated)
+            if isinstance(eval_data, Mapping):  # e.g. a read-only mapping: not a pytree
+                eval_data = dict(eval_data)
+            eval_data = jax.device_put(eval_data, replicated)
     # Under jit so that the fresh scalar gets the state's sharding (a host-local array
     # cannot be checkpointed in a multi-process run).
     reset_loss = jax.jit(
@@ -351,7 +363,15 @@ def fit(
 
     checkpointer = None if workdir is None else Checkpointer(pathlib.Path(workdir) / "checkpoints")
     # "done": patience stopped the run (one that reached num_steps can be asked for more)
-    meta: dict[str, Any] = {"best_step": 0, "best_metric": None, "bad_evals": 0, "done": False}
+    # "monitor", "mode": what chose best_step, so that a resumed run compares like with like
+    meta: dict[str, Any] = {
+        "best_step": 0,
+        "best_metric": None,
+        "bad_evals": 0,
+        "done": False,
+        "monitor": monitor,
+        "mode": mode,
+    }
     state = None
     if checkpointer is not None and checkpointer.latest_step() is not None:
         target = jax.tree.map(
@@ -360,9 +380,21 @@ def fit(
             shardings,
         )
         state, meta = checkpointer.restore(target)
+        saved = (meta.get("monitor", monitor), meta.get("mode", mode))  # older: unrecorded
+        if saved != (monitor, mode):
+            raise ValueError(
+                f"{checkpointer.directory} holds a run whose best step was chosen by "
+                f"monitor={saved[0]!r}, mode={saved[1]!r}, not monitor={monitor!r}, "
+                f"mode={mode!r}; resume with those, or start in a new workdir"
+            )
     if state is None:
         state = new_state()
     start = int(state["step"])
+    if start > num_steps:  # its parameters have trained longer than asked
+        raise ValueError(
+            f"num_steps={num_steps}, but {checkpointer.directory} holds a run at step {start}; "
+            "ask for at least that many steps, or start in a new workdir"
+        )
     writer = (
         None
         if workdir is None

@@ -70,18 +70,18 @@ def prepare_workdir(
     compared = {k: v for k, v in current.items() if k not in ignore}
     writer = jax.process_index() == 0
     resuming = False
-    if recorded_path.exists():
+    if not resume:  # also the outputs of a run that recorded no config (e.g. a bare fit)
+        if writer:
+            for name in RUN_OUTPUTS:
+                path = workdir / name
+                if path.is_dir():
+                    shutil.rmtree(path)
+                elif path.exists():
+                    path.unlink()
+    elif recorded_path.exists():
         recorded = json.loads(recorded_path.read_text())
         recorded = {k: v for k, v in recorded.items() if k not in ignore}
-        if not resume:
-            if writer:
-                for name in RUN_OUTPUTS:
-                    path = workdir / name
-                    if path.is_dir():
-                        shutil.rmtree(path)
-                    elif path.exists():
-                        path.unlink()
-        elif recorded != compared:
+        if recorded != compared:
             changes = "; ".join(_differences(recorded, compared))
             raise WorkdirConflictError(
                 f"{workdir} holds a run with a different configuration ({changes}); use a new "

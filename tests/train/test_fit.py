@@ -49,6 +49,10 @@ def evaluate(model, batch):
     return {"mse": jnp.mean((model(x)[:, 0] - batch["label"]) ** 2)}
 
 
+def _no_training(model, batch, key):
+    raise AssertionError("a train step was traced")
+
+
 def run(workdir, data=None, loss=loss_fn, **kwargs):
     data = make_data() if data is None else data
     defaults = dict(
@@ -174,8 +178,11 @@ def test_a_monitor_that_is_never_finite_returns_the_last_parameters_with_a_warni
 def test_bad_arguments_name_the_problem(tmp_path):
     with pytest.raises(ValueError, match="monitor='mse' needs an evaluate"):
         run(None, evaluate=None)
-    with pytest.raises(KeyError, match="'acc' is not among the evaluated metrics"):
-        run(None, monitor="acc")
+    with pytest.raises(ValueError, match=r"monitor 'acc' is not among the metrics evaluate "):
+        run(None, monitor="acc", loss=_no_training)  # found before any step
+    for seed in (-1, 2**32, 1.0):
+        with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\*\*32\)"):
+            run(None, seed=seed)
     data = make_data()
     data["label"] = data["label"][:10]
     with pytest.raises(ValueError, match="share their first dimension"):
@@ -253,6 +260,26 @@ def test_a_finished_run_asked_for_more_steps_trains_on_like_a_longer_run(tmp_pat
     assert extended.best_step == full.best_step
     for a, b in zip(leaves(extended.params), leaves(full.params), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_run_resumed_with_fewer_steps_or_another_monitor_is_refused(tmp_path):
+    run(tmp_path, num_steps=40)
+    with pytest.raises(ValueError, match=r"num_steps=20, but .* holds a run at step 40"):
+        run(tmp_path, num_steps=20)
+    # the checkpoint's best step was chosen by the mse going down
+    with pytest.raises(ValueError, match=r"chosen by monitor='mse', mode='min', not .*'max'"):
+        run(tmp_path, num_steps=60, mode="max")
+
+
+def test_eval_data_of_any_pytree_works_on_a_mesh_too():
+    def evaluate_pair(model, pair):  # eval_data as a tuple (x, y)
+        return evaluate(model, {"x1": pair[0], "x2": pair[1], "label": pair[2]})
+
+    data = make_data()
+    pair = (data["x1"], data["x2"], data["label"])
+    plain = run(None, evaluate=evaluate_pair, eval_data=pair)
+    meshed = run(None, evaluate=evaluate_pair, eval_data=pair, mesh=make_mesh((1,), ("data",)))
+    np.testing.assert_allclose(meshed.best_metric, plain.best_metric, rtol=1e-6)
 
 
 def test_a_run_stopped_by_patience_stays_stopped(tmp_path):

@@ -28,6 +28,13 @@ def test_resume_false_discards_the_previous_run(tmp_path):
     assert json.loads((tmp_path / "config.json").read_text()) == {"a": 2}
 
 
+def test_resume_false_also_discards_outputs_that_no_config_recorded(tmp_path):
+    (tmp_path / "checkpoints" / "10").mkdir(parents=True)  # e.g. a bare fit's
+    (tmp_path / "metrics.jsonl").write_text("{}")
+    assert prepare_workdir(tmp_path, {"a": 1}, resume=False) is False
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]
+
+
 def test_metric_writer_drops_records_after_the_resumed_checkpoint(tmp_path):
     path = tmp_path / "metrics.jsonl"
     writer = MetricWriter(path)
