@@ -79,8 +79,12 @@ def _as_array(x: Any, m: int, name: str) -> jax.Array:
             f"{len(x)} parts; fn receives one array per modality (pass parts such as tokens "
             "and their mask as separate modalities)"
         )
+    if x is None:
+        raise TypeError(f"{name}: modality {m} is None; expected a numeric array [N, ...]")
     try:
         x = jnp.asarray(x)
+    except ValueError as error:  # e.g. [[1, 2], [3]]: numpy cannot make it an array
+        raise ValueError(f"{name}: modality {m} is not an array of one shape: {error}") from None
     except TypeError as error:
         raise TypeError(
             f"{name}: modality {m} must be a numeric array [N, ...], got "
@@ -98,12 +102,12 @@ def check_positive_int(value: Any, option: str, name: str, minimum: int = 1) -> 
 
 
 def _is_key(key: Any) -> bool:
-    """A typed PRNG key (``jax.random.key``) or a raw one (``jax.random.PRNGKey``: uint32[2])."""
+    """One typed PRNG key (``jax.random.key``) or a raw one (``jax.random.PRNGKey``: uint32[2])."""
     dtype = getattr(key, "dtype", None)
     if dtype is None:
         return False
     if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
-        return True
+        return tuple(key.shape) == ()  # not a batch of keys
     return dtype == jnp.uint32 and tuple(key.shape) == (2,)
 
 

@@ -49,6 +49,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mmfuse.fusion._core import python_scalar
 from mmfuse.interactions._checks import check_positive_int
 
 LOG2 = math.log(2.0)
@@ -116,6 +117,8 @@ def check_joint(joint: jax.typing.ArrayLike, name: str = "pid") -> jax.Array:
         )
     if p.size == 0:
         raise ValueError(f"{name}: joint has an empty axis, shape {p.shape}")
+    if jnp.issubdtype(p.dtype, jnp.complexfloating):
+        raise ValueError(f"{name}: joint must hold real probabilities, got dtype {p.dtype}")
     if not jnp.issubdtype(p.dtype, jnp.floating) or jnp.finfo(p.dtype).bits < 32:
         p = p.astype(jnp.float32)
     try:
@@ -376,6 +379,7 @@ def pid(
     p = check_joint(joint, name)
     max_iters = check_positive_int(max_iters, "max_iters", name)
     sinkhorn_iters = check_positive_int(sinkhorn_iters, "sinkhorn_iters", name)
+    tol = python_scalar(tol)  # np.float32(1e-6) and jnp scalars are numbers too
     if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol >= 0:
         raise ValueError(f"{name}: tol must be a number >= 0 (bits), got {tol!r}")
     return _decompose(p, jnp.asarray(tol, p.dtype), max_iters, sinkhorn_iters)

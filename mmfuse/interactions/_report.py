@@ -71,12 +71,19 @@ def emap_report(
     """
     if metric not in metrics.NAMES:
         raise ValueError(f"unknown metric {metric!r}; valid metrics: {', '.join(metrics.NAMES)}")
+    labels = np.asarray(labels)
+    if isinstance(inputs, (tuple, list)) and inputs and np.ndim(inputs[0]) > 0:
+        n = np.shape(inputs[0])[0]  # checked before the N^M evaluations, not after
+        if labels.ndim == 0 or labels.shape[0] != n:
+            raise ValueError(
+                f"emap_report: labels {labels.shape} must hold one entry per example, N = {n} "
+                f"(modality 0 has shape {np.shape(inputs[0])})"
+            )
     kw = {"block_size": block_size, "num_samples": num_samples, "key": key}
     if isinstance(fn, (nnx.Module, PureModel)):
         parts = emap_model(fn, inputs, decompose=True, **kw)
     else:
         parts = emap_decompose(fn, inputs, **kw)
-    labels = np.asarray(labels)
 
     def score(outputs: jax.Array) -> float:
         return metrics.compute(metric, outputs, labels)

@@ -82,6 +82,9 @@ def test_num_samples_needs_a_key():
         interactions.emap(FN, XS, num_samples=8, key=0)
     with pytest.raises(ValueError, match=r"got an array of dtype float32 and shape \(2,\)"):
         interactions.emap(FN, XS, num_samples=8, key=jnp.zeros(2))
+    batch = jax.random.split(jax.random.key(0), 1)  # one key, but in a batch of keys
+    with pytest.raises(ValueError, match=r"key must be a jax.random key"):
+        interactions.emap(FN, XS, num_samples=8, key=batch)
     typed = interactions.emap(FN, XS, num_samples=8, key=jax.random.key(3))
     raw = interactions.emap(FN, XS, num_samples=8, key=jax.random.PRNGKey(3))  # legacy keys too
     np.testing.assert_array_equal(typed, raw)
@@ -104,6 +107,13 @@ def test_too_many_pairs_for_exact_mode_points_to_monte_carlo():
     xs = tuple(jnp.zeros((2048, 1)) for _ in range(4))  # 2048^3 rows exceed int32
     with pytest.raises(ValueError, match="use Monte-Carlo mode"):
         interactions.emap(lambda xs: xs[0][:, 0], xs)
+
+
+def test_a_none_or_ragged_modality_is_named():
+    with pytest.raises(TypeError, match="emap: modality 0 is None; expected a numeric array"):
+        interactions.emap(FN, (None, XS[1]))
+    with pytest.raises(ValueError, match="emap: modality 1 is not an array of one shape"):
+        interactions.emap(FN, (XS[0], [[1.0, 2.0], [3.0]]))
 
 
 def test_a_modality_given_as_a_tuple_of_arrays_is_named():

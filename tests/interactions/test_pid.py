@@ -221,8 +221,9 @@ def test_float32_dense_tables_converge_with_the_defaults(shape, optimized_compil
         (np.full((2, 2, 2), 0.25), r"sums to 2, not 1"),
         (table(BITWISE[0][1]) * np.where(np.arange(4) == 1, -1, 1), "negative entries"),
         (np.full((2, 2, 2), np.nan), "non-finite"),
+        (np.full((2, 2, 2), 1 / 8) + 0.1j, "real probabilities, got dtype complex"),
     ],
-    ids=["2d", "4d", "empty", "sum", "negative", "nan"],
+    ids=["2d", "4d", "empty", "sum", "negative", "nan", "complex"],
 )
 def test_bad_joints_name_the_problem(joint, match):
     with pytest.raises(ValueError, match=match):
@@ -237,6 +238,9 @@ def test_bad_options():
         interactions.pid(p, tol=-1.0)
     with pytest.raises(ValueError, match="sinkhorn_iters"):
         interactions.pid(p, sinkhorn_iters=1.5)
+    # a NumPy or JAX scalar is a number too
+    for tol in (np.float32(1e-6), jnp.float32(1e-6)):
+        np.testing.assert_allclose(interactions.pid(p, tol=tol)[:4], interactions.pid(p)[:4])
 
 
 def test_under_jit_only_the_shape_is_checked():

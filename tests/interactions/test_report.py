@@ -55,6 +55,15 @@ def test_non_finite_outputs_are_an_error_not_a_prediction(name):
     assert np.isnan(metrics.mse(outputs, labels))  # an error measure may be NaN
 
 
+def test_report_labels_of_another_length_are_refused_before_emap_runs():
+    def never(xs):
+        raise AssertionError("fn was evaluated")
+
+    xs = (np.ones((8, 2), np.float32), np.ones((8, 3), np.float32))
+    with pytest.raises(ValueError, match=r"emap_report: labels \(5,\) must hold one entry per"):
+        interactions.emap_report(never, xs, np.zeros(5, int))
+
+
 def test_accuracy_and_mse():
     logits = np.array([[2.0, 1.0, 0.0], [0.0, 3.0, 1.0], [0.0, 0.0, 5.0], [1.0, 0.0, 0.0]])
     assert metrics.accuracy(logits, np.array([0, 1, 2, 2])) == 0.75  # argmax
