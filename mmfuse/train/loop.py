@@ -240,7 +240,9 @@ def fit(
     started with the larger ``num_steps`` when the old one is a multiple of
     ``eval_every``; otherwise the old run's final evaluation is an extra one, which may
     select other parameters and counts toward patience. A run that patience stopped
-    stays stopped, also one stopped at its last step.
+    stays stopped, also one stopped at its last step. A checkpoint beyond
+    ``num_steps``, or one whose best step another ``monitor`` or ``mode`` chose, is
+    refused rather than resumed.
 
     A step whose loss, gradient or updated parameters hold a NaN or an infinity leaves
     the parameters unchanged; the next
@@ -381,7 +383,8 @@ def fit(
         )
         state, meta = checkpointer.restore(target)
         saved = (meta.get("monitor", monitor), meta.get("mode", mode))  # older: unrecorded
-        if saved != (monitor, mode):
+        if saved[0] is not None and saved != (monitor, mode):
+            checkpointer.close()
             raise ValueError(
                 f"{checkpointer.directory} holds a run whose best step was chosen by "
                 f"monitor={saved[0]!r}, mode={saved[1]!r}, not monitor={monitor!r}, "
@@ -391,6 +394,7 @@ def fit(
         state = new_state()
     start = int(state["step"])
     if start > num_steps:  # its parameters have trained longer than asked
+        checkpointer.close()
         raise ValueError(
             f"num_steps={num_steps}, but {checkpointer.directory} holds a run at step {start}; "
             "ask for at least that many steps, or start in a new workdir"
