@@ -68,7 +68,7 @@ class Task:
 def load_task(
     name: str,
     *,
-    splits: Sequence[str] = ("train", "validation", "test"),
+    splits: Sequence[str] = SPLITS,
     options: Mapping[str, Any] | None = None,
     data_dir: str | None = None,
     modalities: Sequence[str] | None = None,

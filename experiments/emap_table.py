@@ -106,7 +106,7 @@ def _train_row(row, config, task, seed, run_dir, linear: nnx.Module | None):
 
 
 def load_dataset(
-    config, dataset: Mapping[str, Any], splits: Sequence[str] = ("train", "validation", "test")
+    config, dataset: Mapping[str, Any], splits: Sequence[str] = _tasks.SPLITS
 ) -> _tasks.Task:
     """The task of one ``config.datasets`` entry (``name``, and optionally ``options``,
     ``modalities``, ``label``, ``standardize``: z-score each modality by the train split)."""

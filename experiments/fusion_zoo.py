@@ -128,7 +128,7 @@ def use_compilation_cache(directory: pathlib.Path) -> None:
 def load_dataset(
     dataset: Dataset,
     config: ml_collections.ConfigDict,
-    splits: Sequence[str] = ("train", "validation", "test"),
+    splits: Sequence[str] = _tasks.SPLITS,
 ) -> _tasks.Task:
     """The splits of ``dataset`` in memory (standardized if ``config.data.standardize``)."""
     task = _tasks.load_task(

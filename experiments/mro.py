@@ -88,7 +88,7 @@ def build_model(config, task: _tasks.Task, seed: int) -> models.ResidualFusion:
 
 
 def load_dataset(
-    config, dataset: dict[str, Any], splits: Sequence[str] = ("train", "validation", "test")
+    config, dataset: dict[str, Any], splits: Sequence[str] = _tasks.SPLITS
 ) -> _tasks.Task:
     """The task of one ``config.datasets`` entry (``name``, optionally ``modalities``)."""
     return _tasks.load_task(

@@ -67,7 +67,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     of every run."""
     if config.get("zoo_workdir"):
         check_zoo_workdir(config)
-    splits = ("train", "validation", "test")  # those fusion_zoo.load_dataset loads
+    splits = _tasks.SPLITS  # those fusion_zoo.load_dataset loads
     if config.pid.split not in splits:
         raise ValueError(f"config.pid.split={config.pid.split!r} is not one of {', '.join(splits)}")
     _config.check_count("pid.num_clusters", config.pid.num_clusters, 1)
