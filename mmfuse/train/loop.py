@@ -187,6 +187,8 @@ def check_fit_settings(
     ):
         if value is not None and not is_count(value):
             raise ValueError(f"{name} must be an integer >= 1 or None, got {value!r}")
+    if mesh is None and param_axis is not None:
+        raise ValueError(f"param_axis={param_axis!r} needs a mesh to split the parameters over")
     if mesh is not None:
         for name, axis in (("data_axis", data_axis), ("param_axis", param_axis)):
             if axis is not None and axis not in mesh.axis_names:
@@ -286,6 +288,15 @@ def fit(
     Returns:
       A ``FitResult``.
     """
+    if not isinstance(model, nnx.Module):
+        raise TypeError(f"model must be a flax.nnx.Module, got {type(model).__name__}")
+    if not (
+        callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))
+    ):
+        raise TypeError(
+            "optimizer must be an optax transformation with init and update, e.g. "
+            f"optax.adam(1e-3) rather than optax.adam; got {optimizer!r}"
+        )
     train_data = _train_arrays(train_data)
     # arrays placed on a jax.make_mesh (Explicit axes) go to its Auto version, as the mesh
     eval_data = jax.tree.map(lambda x: with_auto_axes(x, "eval_data"), eval_data)

@@ -196,6 +196,12 @@ def test_bad_arguments_name_the_problem(tmp_path):
         run(None, data=nested, evaluate=None, monitor=None)
     with pytest.raises(ValueError, match=r"'mse' has shape \(3,\)"):
         run(None, evaluate=lambda m, b: {"mse": jnp.ones(3)})
+    with pytest.raises(TypeError, match=r"model must be a flax\.nnx\.Module, got function"):
+        fit(lambda x: x, loss_fn, optax.adam(1e-3), data, num_steps=2, batch_size=4)
+    with pytest.raises(
+        TypeError, match=r"optax.adam\(1e-3\) rather than optax.adam; got <function"
+    ):
+        fit(make_model(), loss_fn, optax.adam, data, num_steps=2, batch_size=4)
     listed = {key: value.tolist() for key, value in make_data().items()}  # lists of numbers
     assert run(None, data=listed, evaluate=None, monitor=None, num_steps=2).step == 2
     ragged = {**make_data(), "x1": [np.ones(3), np.ones(2)] * (N // 2)}
@@ -219,6 +225,7 @@ def test_bad_arguments_name_the_problem(tmp_path):
             r"data_axis 'batch' is not a mesh axis \('data',\)",
         ),
         ({"mesh": "one", "param_axis": "model"}, "param_axis 'model' is not a mesh axis"),
+        ({"param_axis": "model"}, "param_axis='model' needs a mesh to split the parameters"),
     ],
 )
 def test_fit_settings_are_checked_without_data(settings, message):
