@@ -64,10 +64,20 @@ class Checkpointer:
 
         Raises:
           FileNotFoundError: there is no (such) checkpoint.
+          ValueError: the saved state's arrays are not ``target``'s (their paths or
+            shapes differ), naming the first differences.
         """
         ocp = self._ocp
         step = self._saved_step(step)
         abstract = jax.tree.map(_abstract, target)
+        with self._reader() as reader:
+            saved = reader.item_metadata(step)["state"]
+        differences = _differences(ocp.tree.to_flat_dict(saved), ocp.tree.to_flat_dict(abstract))
+        if differences:
+            raise ValueError(
+                f"the checkpoint of step {step} in {self.directory} does not hold arrays "
+                f"of the target's structure: {'; '.join(differences)}"
+            )
         args = ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
         )
@@ -89,11 +99,7 @@ class Checkpointer:
         step = self._saved_step(step)
         # the saved shapes and dtypes, placed on one local device (the saved shardings
         # may name devices this process does not have)
-        handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
-        options = ocp.CheckpointManagerOptions(create=False)
-        with ocp.CheckpointManager(
-            self.directory, options=options, item_handlers=handlers
-        ) as reader:
+        with self._reader() as reader:
             device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
             target = jax.tree.map(
                 lambda leaf: (
@@ -108,6 +114,13 @@ class Checkpointer:
             )
             restored = reader.restore(step, args=args)
         return restored["state"], restored["meta"]
+
+    def _reader(self) -> Any:
+        """A read-only manager of the same directory that knows the items' handlers."""
+        ocp = self._ocp
+        handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
+        options = ocp.CheckpointManagerOptions(create=False)
+        return ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
 
     def _saved_step(self, step: int | None) -> int:
         """``step``, or the newest one if ``None``; a missing checkpoint is an error."""
@@ -124,6 +137,26 @@ class Checkpointer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _differences(saved: dict[tuple, Any], wanted: dict[tuple, Any], limit: int = 3) -> list[str]:
+    """The first ``limit`` arrays (by path) that ``saved`` lacks, adds or holds otherwise."""
+    lines = []
+    for path in sorted(saved.keys() | wanted.keys()):
+        name = "/".join(map(str, path))
+        if path not in saved:
+            lines.append(f"{name} is not saved")
+        elif path not in wanted:
+            lines.append(f"{name} is saved but not in the target")
+        else:
+            held, want = (getattr(tree[path], "shape", None) for tree in (saved, wanted))
+            if held is not None and want is not None and tuple(held) != tuple(want):
+                lines.append(
+                    f"{name} is saved with shape {tuple(held)}, the target's is {tuple(want)}"
+                )
+        if len(lines) == limit:
+            break
+    return lines
 
 
 def _abstract(leaf: Any) -> Any:

@@ -244,7 +244,8 @@ def fit(
     select other parameters and counts toward patience. A run that patience stopped
     stays stopped, also one stopped at its last step. A checkpoint beyond
     ``num_steps``, or one whose best step another ``monitor`` or ``mode`` chose, is
-    refused rather than resumed.
+    refused rather than resumed, as is one of another model or optimizer (whose
+    arrays differ in shape).
 
     A step whose loss, gradient or updated parameters hold a NaN or an infinity leaves
     the parameters unchanged; the next
@@ -392,7 +393,14 @@ def fit(
             abstract_state,
             shardings,
         )
-        state, meta = checkpointer.restore(target)
+        try:
+            state, meta = checkpointer.restore(target)
+        except ValueError as error:  # its arrays are not this model's and optimizer's
+            checkpointer.close()
+            raise ValueError(
+                f"{error}. It holds a run of another model or optimizer: resume with "
+                "those, or start in a new workdir"
+            ) from error
         saved = (meta.get("monitor", monitor), meta.get("mode", mode))  # older: unrecorded
         if saved[0] is not None and saved != (monitor, mode):
             checkpointer.close()

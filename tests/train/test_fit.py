@@ -269,13 +269,39 @@ def test_a_finished_run_asked_for_more_steps_trains_on_like_a_longer_run(tmp_pat
         np.testing.assert_array_equal(a, b)
 
 
-def test_a_run_resumed_with_fewer_steps_or_another_monitor_is_refused(tmp_path):
+def test_a_run_resumed_with_fewer_steps_another_monitor_or_model_is_refused(tmp_path):
     run(tmp_path, num_steps=40)
     with pytest.raises(ValueError, match=r"num_steps=20, but .* holds a run at step 40"):
         run(tmp_path, num_steps=20)
     # the checkpoint's best step was chosen by the mse going down
     with pytest.raises(ValueError, match=r"chosen by monitor='mse', mode='min', not .*'max'"):
         run(tmp_path, num_steps=60, mode="max")
+    wider = models.MLP(2 * D, (16,), 1, rngs=nnx.Rngs(0))
+    with pytest.raises(
+        ValueError,
+        match=r"best_params/layers/0/bias/value is saved with shape \(8,\), the target's is "
+        r"\(16,\);.* another model or optimizer",
+    ):
+        fit(
+            wider,
+            loss_fn,
+            optax.adam(1e-2),
+            make_data(),
+            num_steps=60,
+            batch_size=16,
+            workdir=tmp_path,
+        )
+    with pytest.raises(ValueError, match=r"opt_state/0/count is saved but not in the target"):
+        fit(
+            make_model(),
+            loss_fn,
+            optax.sgd(1e-2),
+            make_data(),
+            num_steps=60,
+            batch_size=16,
+            workdir=tmp_path,
+        )
+    assert run(tmp_path, num_steps=60).step == 60  # the refusals left the run as it was
 
 
 def test_eval_data_of_any_pytree_works_on_a_mesh_too():
