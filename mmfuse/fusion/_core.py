@@ -190,8 +190,10 @@ def check_inputs(
             f"got {type(xs).__name__}"
         )
     if len(xs) != len(in_dims):
+        shapes = [getattr(x, "shape", type(x).__name__) for x in xs]
         raise ValueError(
-            f"{name}: expected {len(in_dims)} modalities (in_dims={tuple(in_dims)}), got {len(xs)}"
+            f"{name}: expected {len(in_dims)} modalities (in_dims={tuple(in_dims)}), got "
+            f"{len(xs)} of shapes {shapes}"
         )
     arrays = []
     for m, (x, d) in enumerate(zip(xs, in_dims, strict=True)):

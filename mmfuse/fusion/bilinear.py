@@ -36,15 +36,16 @@ def init_bilinear(
     out_dim: int,
     *,
     rank: int | None = None,
-    factorization: str = "mfb",
+    factorization: str | None = None,
     linear_terms: bool = False,
     kernel_init: Initializer | None = None,
 ) -> Params:
     """Parameters of ``bilinear``; which keys exist selects the form.
 
     - full: ``{"kernel": [d_A, d_B, C]}``;
-    - ``factorization="mfb"``, rank r: ``{"u": [d_A, C, r], "v": [d_B, C, r]}``, so that
-      ``W_k = U[:, k, :] V[:, k, :]ᵀ`` has rank ≤ r for every output k;
+    - ``factorization="mfb"`` (the default with a rank), rank r:
+      ``{"u": [d_A, C, r], "v": [d_B, C, r]}``, so that ``W_k = U[:, k, :] V[:, k, :]ᵀ``
+      has rank ≤ r for every output k;
     - ``factorization="mlb"``, rank r: ``{"u": [d_A, r], "v": [d_B, r], "p": [r, C]}``, so
       that ``W_k = U diag(P[:, k]) Vᵀ`` (one shared rank-r basis);
     plus ``"bias": [C]`` always and ``{"linear_a": [d_A, C], "linear_b": [d_B, C]}`` with
@@ -52,7 +53,13 @@ def init_bilinear(
     """
     name = "bilinear"
     (d_a, d_b), out_dim = check_dims(in_dims, out_dim, name, min_modalities=2, max_modalities=2)
-    check_choice(factorization, FACTORIZATIONS, "factorization", name)
+    if rank is None and factorization is not None:
+        raise ValueError(
+            f"{name}: factorization={factorization!r} needs a rank (rank=None is the full kernel)"
+        )
+    factorization = check_choice(
+        "mfb" if factorization is None else factorization, FACTORIZATIONS, "factorization", name
+    )
     keys = jax.random.split(key, 5)
     f32 = jnp.float32
     if rank is None:
@@ -160,8 +167,9 @@ class BilinearFusion(FusionOperator):
     Options:
       rank: None (default) for the full ``[d_A, d_B, C]`` kernel; an int r for a low-rank
         kernel in the form chosen by ``factorization``.
-      factorization: ``"mfb"`` (default; rank r per output, sum pooling) or ``"mlb"``
-        (one shared rank-r Hadamard basis and an output projection).
+      factorization: with a rank, ``"mfb"`` (the default; rank r per output, sum
+        pooling) or ``"mlb"`` (one shared rank-r Hadamard basis and an output
+        projection).
       linear_terms: add ``U x_A + V x_B`` (the multiplicative-interactions matrix form).
       kernel_init: initializer of every kernel (default: variance-preserving normal).
       compute_dtype: matmul operand dtype, e.g. ``jnp.bfloat16`` (see ``FusionOperator``).
@@ -173,7 +181,7 @@ class BilinearFusion(FusionOperator):
         out_dim: int,
         *,
         rank: int | None = None,
-        factorization: str = "mfb",
+        factorization: str | None = None,
         linear_terms: bool = False,
         kernel_init: Initializer | None = None,
         compute_dtype: Any = None,

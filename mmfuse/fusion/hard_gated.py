@@ -50,6 +50,10 @@ def _check_temperature(temperature: object) -> None:
         temperature, (numbers.Real, np.ndarray, jax.Array)
     ):
         raise ValueError(f"hard_gated: temperature must be a positive number, got {temperature!r}")
+    if np.ndim(temperature) != 0:  # traced ones too: one τ for every example and modality
+        raise ValueError(
+            f"hard_gated: temperature must be a scalar, got shape {np.shape(temperature)}"
+        )
     if isinstance(temperature, numbers.Real) and not (
         math.isfinite(temperature) and temperature > 0
     ):
@@ -114,7 +118,8 @@ def hard_gated(
       key: PRNG key for a training-mode sample; ``None`` for the deterministic argmax.
       estimator: ``"gumbel"`` or ``"reinforce"``; used only with a ``key``.
       temperature: ``τ > 0`` of the Gumbel-softmax relaxation (a Python number, or a
-        scalar array so that it can be annealed under ``jit``).
+        scalar array so that it can be annealed under ``jit``); used only by the
+        ``"gumbel"`` estimator.
       return_aux: also return a ``HardGateAux``.
       compute_dtype: the matmul operand dtype, e.g. ``jnp.bfloat16`` (float32
         accumulation; gate logits, probabilities and the choice stay float32); None
@@ -235,7 +240,8 @@ class HardGatedFusion(FusionOperator):
     Options:
       estimator: ``"gumbel"`` (straight-through Gumbel-softmax, default) or
         ``"reinforce"`` (score function; add ``reinforce_surrogate`` to the loss).
-      temperature: Gumbel-softmax temperature ``τ > 0`` (default 1.0).
+      temperature: Gumbel-softmax temperature ``τ > 0`` (default 1.0); the
+        ``"reinforce"`` estimator has none, and refuses another value.
       kernel_init: initializer of the expert and gate kernels (default LeCun normal
         over the input axis).
       compute_dtype: matmul operand dtype, e.g. ``jnp.bfloat16`` (see ``FusionOperator``).
@@ -266,6 +272,11 @@ class HardGatedFusion(FusionOperator):
                 f"hard_gated: temperature must be a positive number, got {temperature!r}"
             )
         _check_temperature(temperature)
+        if self.estimator == "reinforce" and temperature != 1.0:
+            raise ValueError(
+                f"hard_gated: temperature={temperature!r} applies to the 'gumbel' estimator "
+                "only; 'reinforce' samples from softmax(logits) and has no temperature"
+            )
         self.temperature = float(temperature)
         super().__init__(
             in_dims,

@@ -52,6 +52,11 @@ def init_modality_shift(
       scale at one.
     """
     in_dims, out_dim = check_dims(in_dims, out_dim, "modality_shift", min_modalities=2)
+    if in_dims[0] < 2:  # the layer norm of one feature is its bias, whatever the input
+        raise ValueError(
+            "modality_shift: the primary modality (in_dims[0]) needs at least 2 features "
+            f"for the layer norm of z + α·H, got in_dims={tuple(in_dims)}"
+        )
     kernel_init = kernel_init or lecun_normal()
     d0, secondary = in_dims[0], in_dims[1:]
     gate_keys = jax.random.split(jax.random.fold_in(key, 0), len(secondary))

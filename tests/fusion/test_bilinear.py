@@ -66,3 +66,12 @@ def test_bad_rank_and_factorization_are_rejected():
         fusion.create("bilinear", (2, 2), 1, rank=-1, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match=r"factorization='cp' is not one of \('mfb', 'mlb'\)"):
         fusion.create("bilinear", (2, 2), 1, rank=2, factorization="cp", rngs=nnx.Rngs(0))
+    with pytest.raises(
+        ValueError, match=r"factorization='mlb' needs a rank \(rank=None is the full"
+    ):
+        fusion.create("bilinear", (2, 2), 1, factorization="mlb", rngs=nnx.Rngs(0))
+    # with a rank and no factorization, MFB
+    assert (
+        "p"
+        not in fusion.create("bilinear", (2, 2), 1, rank=2, rngs=nnx.Rngs(0)).functional_params()
+    )

@@ -1,5 +1,7 @@
 """The contract every registered fusion operator keeps (DESIGN §3)."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -115,7 +117,10 @@ def test_bad_inputs_raise_value_errors_naming_modality_and_shapes(name):
     op = build(name)
     in_dims = SPECS[name]["in_dims"]
     xs = make_inputs(in_dims, (5,))
-    with pytest.raises(ValueError, match=rf"expected {len(in_dims)} modalities"):
+    shapes = re.escape(str([x.shape for x in xs[:-1]]))
+    with pytest.raises(
+        ValueError, match=rf"expected {len(in_dims)} modalities.* of shapes {shapes}"
+    ):
         op(xs[:-1])
     wrong_width = list(xs)
     wrong_width[1] = jnp.ones((5, in_dims[1] + 2))

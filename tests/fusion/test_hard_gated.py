@@ -309,6 +309,18 @@ def test_bad_options_raise_naming_the_option(option, value):
         F.hard_gated(params, xs, key=jax.random.key(0), **{option: value})
 
 
+def test_temperature_is_one_scalar_and_only_the_gumbel_estimator_takes_one():
+    params, xs = random_params(26), random_inputs(27, 2)
+    with pytest.raises(ValueError, match=r"temperature must be a scalar, got shape \(2,\)"):
+        F.hard_gated(params, xs, key=jax.random.key(0), temperature=jnp.array([0.5, 2.0]))
+    with pytest.raises(ValueError, match=r"temperature=0.1 applies to the 'gumbel' estimator"):
+        fusion.create(
+            "hard_gated", IN_DIMS, OUT, estimator="reinforce", temperature=0.1, rngs=nnx.Rngs(0)
+        )
+    # the default is no choice of the user's
+    assert fusion.create("hard_gated", IN_DIMS, OUT, estimator="reinforce", rngs=nnx.Rngs(0))
+
+
 def test_needs_at_least_two_modalities():
     with pytest.raises(ValueError, match="hard_gated needs at least 2 modalities"):
         fusion.create("hard_gated", (3,), OUT, rngs=nnx.Rngs(0))

@@ -230,9 +230,12 @@ def test_bad_options_raise_naming_the_option(options, match):
         fusion.create("modality_shift", (3, 2), 3, rngs=nnx.Rngs(0), **options)
 
 
-def test_needs_a_secondary_modality():
+def test_needs_a_secondary_modality_and_a_primary_of_two_features():
     with pytest.raises(ValueError, match="at least 2 modalities"):
         fusion.create("modality_shift", (3,), 3, rngs=nnx.Rngs(0))
+    # the layer norm of a single feature would be its bias whatever the inputs
+    with pytest.raises(ValueError, match=r"primary modality \(in_dims\[0\]\) needs at least 2"):
+        fusion.create("modality_shift", (1, 3), 3, rngs=nnx.Rngs(0))
     params = F.init_modality_shift(jax.random.key(0), (3, 2), 3)
     with pytest.raises(ValueError, match=r"gate='gelu'"):
         F.modality_shift(params, [jnp.ones((1, 3)), jnp.ones((1, 2))], gate="gelu")

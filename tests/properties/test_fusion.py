@@ -21,6 +21,8 @@ from tests.properties.strategies import (
 NAMES = fusion.names()
 # (fewest, most) modalities drawn per operator; the maths of the others allows M > 2
 MODALITY_RANGE = {"additive": (1, 4), "nonlinear": (1, 4), "bilinear": (2, 2)}
+# the fewest features of the first modality (modality_shift layer-normalizes it)
+MIN_PRIMARY_WIDTH = {"modality_shift": 2}
 OUT = 3
 
 
@@ -30,6 +32,7 @@ def operator(draw, name):
     low, high = MODALITY_RANGE.get(name, (2, 4))
     num_modalities = draw(st.integers(low, high))
     in_dims = tuple(draw(st.integers(1, 3)) for _ in range(num_modalities))
+    in_dims = (max(in_dims[0], MIN_PRIMARY_WIDTH.get(name, 1)), *in_dims[1:])
     seed = draw(st.integers(0, 2**16))
     op = fusion.create(name, in_dims, OUT, rngs=nnx.Rngs(seed), **SPECS[name]["options"])
     return op, in_dims
