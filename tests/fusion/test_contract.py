@@ -225,3 +225,36 @@ def test_stochastic_says_which_operators_take_a_key():
     assert all(build(name).stochastic is False for name in NAMES if name not in sampling)
     with_dropout = fusion.create("modality_shift", (4, 3), 2, dropout=0.5, rngs=nnx.Rngs(0))
     assert with_dropout.stochastic is True
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_an_unbatched_example_gives_its_row_of_the_batch(name):
+    op = build(name)
+    xs = make_inputs(SPECS[name]["in_dims"], (3,))
+    single = op(tuple(x[1] for x in xs))  # [C]
+    assert single.shape == (OUT,)
+    np.testing.assert_allclose(single, op(xs)[1], rtol=1e-5, atol=1e-6)
+
+
+# the operators whose training mode draws from a key, with options that make it draw
+KEYED = {"hard_gated": {}, "modality_shift": {"dropout": 0.3}}
+
+
+@pytest.mark.parametrize("name", sorted(KEYED))
+def test_keyed_training_mode_jits_and_keeps_examples_and_time_steps_apart(name):
+    spec = SPECS[name]
+    options = {**spec["options"], **KEYED[name]}
+    op = fusion.create(name, spec["in_dims"], OUT, rngs=nnx.Rngs(0), **options)
+    assert op.stochastic
+    xs = make_inputs(spec["in_dims"], (6, 4))  # [B, T, d_m]
+    key = jax.random.key(5)
+    apply, state = pure(op)
+    before = op(xs, key=key)
+    np.testing.assert_allclose(jax.jit(apply)(state, xs, key=key), before, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(op(xs, key=jax.random.key(6)), before)  # the key is used
+    changed = tuple(x.at[2, 1].set(x[2, 1] * 3.0 + 1.0) for x in xs)
+    after = op(changed, key=key)
+    keep = np.ones((6, 4), bool)
+    keep[2, 1] = False
+    np.testing.assert_allclose(after[keep], before[keep], rtol=1e-6, atol=1e-6)
+    assert not np.allclose(after[2, 1], before[2, 1])
