@@ -52,6 +52,33 @@ def check_pad_value(value: Any, name: str) -> float | None:
     return None if value is None else check_real(value, "pad_value", name)
 
 
+def as_mask(mask: Any, what: str, name: str) -> jax.Array:
+    """A padding mask (True = a real token) as a boolean array.
+
+    Booleans and 0/1 integers (e.g. a tokenizer's attention mask) are accepted; floats
+    are refused, since an additive mask (0 = keep, -inf = pad) would read inverted.
+    """
+    try:
+        mask = jnp.asarray(mask)
+    except (TypeError, ValueError) as error:  # e.g. ragged lists, strings
+        raise ValueError(f"{name}: {what} is not an array of booleans: {error}") from None
+    if mask.dtype != bool and not jnp.issubdtype(mask.dtype, jnp.integer):
+        raise ValueError(
+            f"{name}: {what} must hold booleans (True = a real token) or 0/1 integers, "
+            f"got dtype {mask.dtype}"
+        )
+    if mask.dtype != bool and not isinstance(mask, jax.core.Tracer):
+        if np.any((np.asarray(mask) != 0) & (np.asarray(mask) != 1)):
+            raise ValueError(f"{name}: {what} holds integers other than 0 and 1")
+    return mask.astype(bool)
+
+
+def zero_padding(x: jax.Array, keep: jax.Array) -> jax.Array:
+    """``x [..., T, d]`` with the tokens where ``keep [..., T]`` is False set to 0, so
+    that what padding holds (NaN, inf) reaches neither the outputs nor the gradients."""
+    return jnp.where(keep[..., None], x, jnp.zeros((), x.dtype))
+
+
 def check_sequence(xs: Any, num_modalities: int, name: str, what: str = "modalities") -> None:
     """Checks that ``xs`` is a sequence (not an array or a dict) of one entry per modality."""
     if isinstance(xs, (jax.Array, Mapping)) or not isinstance(xs, Sequence):
@@ -155,7 +182,8 @@ def check_tokens(
       pad_value: if given, tokens whose features all equal it are padding too.
 
     Returns:
-      ``(tokens, masks)``: M arrays ``[B, T_m, d_m]`` and M boolean ``[B, T_m]``.
+      ``(tokens, masks)``: M arrays ``[B, T_m, d_m]``, zero where padded, and M boolean
+      ``[B, T_m]``.
     """
     check_sequence(xs, len(in_dims), name)
     if masks is None:
@@ -176,7 +204,8 @@ def check_tokens(
         if raw and x.shape[0] != raw[0].shape[0]:
             raise ValueError(
                 f"{name}: modality {m} has batch size {x.shape[0]} (shape {x.shape}) but "
-                f"modality 0 has {raw[0].shape[0]} (shape {raw[0].shape})"
+                f"modality 0 has {raw[0].shape[0]} (shape {raw[0].shape}); inputs are "
+                "batched, [B, T, d] or [B, d] for one token per example"
             )
         raw.append(x)
     tokens, valid = [], []
@@ -189,7 +218,7 @@ def check_tokens(
             )
         keep = jnp.ones(x.shape[:2], bool)  # [B, T_m]
         if mask is not None:
-            mask = jnp.asarray(mask)
+            mask = as_mask(mask, f"mask of modality {m}", name)
             if raw[m].ndim == 2 and mask.shape == x.shape[:1]:
                 mask = mask[:, None]  # [B, 1]
             if mask.shape != x.shape[:2]:
@@ -197,9 +226,9 @@ def check_tokens(
                     f"{name}: mask of modality {m} has shape {mask.shape}, expected "
                     f"{x.shape[:2]} for input shape {raw[m].shape}"
                 )
-            keep = mask.astype(bool)
+            keep = mask
         if pad_value is not None:
             keep = keep & jnp.any(x != pad_value, axis=-1)
-        tokens.append(x)
+        tokens.append(zero_padding(x, keep))
         valid.append(keep)
     return tuple(tokens), tuple(valid)

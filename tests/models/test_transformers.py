@@ -70,6 +70,53 @@ def test_values_at_padded_tokens_are_irrelevant(name):
 
 
 @pytest.mark.parametrize("name", TRANSFORMERS)
+@pytest.mark.parametrize("pool", ["mean", "cls"])
+def test_nan_and_inf_at_padded_tokens_reach_neither_outputs_nor_gradients(name, pool):
+    # e.g. a missing modality filled with NaN, or -inf frames in CMU-MOSEI's audio
+    build, make_inputs = KINDS[name]
+    pure, xs = models.as_pure(build(pool=pool)), make_inputs()
+    # example b: its first b tokens padded; example 3's first modality entirely
+    masks = tuple(
+        (jnp.arange(x.shape[1])[None, :] >= jnp.arange(B)[:, None]).at[3].set(m > 0)
+        if x.ndim == 3
+        else jnp.ones((B,), bool)
+        for m, x in enumerate(xs)
+    )
+
+    def loss(params, xs):
+        return jnp.sum(pure.apply(params, xs, masks=masks))
+
+    value, grads = jax.jit(jax.value_and_grad(loss))(pure.params, xs)
+    for fill in (jnp.nan, jnp.inf, -jnp.inf):
+        filled = tuple(
+            x if x.ndim == 2 else jnp.where(mask[..., None], x, fill)
+            for x, mask in zip(xs, masks, strict=True)
+        )
+        value_filled, grads_filled = jax.jit(jax.value_and_grad(loss))(pure.params, filled)
+        np.testing.assert_allclose(value_filled, value, rtol=1e-5)
+        for g, g_filled in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_filled), strict=True):
+            np.testing.assert_allclose(g_filled, g, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", TRANSFORMERS)
+def test_masks_are_booleans_or_zero_one_integers(name):
+    model, xs = built(name), KINDS[name][1]()
+    title, rest = TITLES[name], (None,) * (len(xs) - 1)
+    mask = jnp.arange(xs[0].shape[1])[None, :] >= jnp.arange(B)[:, None]  # [B, T_0]
+    expected = jit_call(model, xs, masks=(mask, *rest))
+    as_int = jit_call(model, xs, masks=(mask.astype(jnp.int32), *rest))  # a tokenizer's
+    np.testing.assert_allclose(as_int, expected, rtol=1e-6)
+    # an additive mask (0 = keep, -inf = pad) would read inverted
+    additive = jnp.where(mask, 0.0, -jnp.inf)
+    with pytest.raises(ValueError, match=rf"{title}: mask of modality 0 must hold booleans"):
+        model(xs, masks=(additive, *rest))
+    with pytest.raises(ValueError, match="mask of modality 0 holds integers other than 0 and 1"):
+        model(xs, masks=(2 * mask.astype(jnp.int32), *rest))
+    with pytest.raises(ValueError, match="mask of modality 0 is not an array of booleans"):
+        model(xs, masks=([[True, False], [True]], *rest))
+
+
+@pytest.mark.parametrize("name", TRANSFORMERS)
 def test_left_padding_predicts_like_the_unpadded_sequences(name):
     """Positions count real tokens, so left padding (as in CMU-MOSI) changes nothing."""
     model, xs = built(name), KINDS[name][1]()

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from mmfuse.fusion._core import check_choice, check_compute_dtype, check_positive, linear
-from mmfuse.models._checks import check_input, check_pad_value
+from mmfuse.models._checks import as_mask, check_input, check_pad_value, zero_padding
 
 SEQUENCE_POOLS = ("last", "mean", "none")
 
@@ -125,17 +125,20 @@ class SequenceEncoder(nnx.Module):
         x = check_input(x, self.in_dim, name, rank=2)
         keep = jnp.ones(x.shape[:-1], bool)  # [B, T]
         if mask is not None:
-            mask = jnp.asarray(mask)
+            mask = as_mask(mask, "mask", name)
             if mask.shape != x.shape[:-1]:
                 raise ValueError(
                     f"{name}: mask has shape {mask.shape}, expected {x.shape[:-1]} for input "
                     f"shape {x.shape}"
                 )
-            keep = mask.astype(bool)
+            keep = mask
         if self.pad_value is not None:
             keep = keep & jnp.any(x != self.pad_value, axis=-1)
         gates_x = linear(
-            x, self.inputs.kernel[...], self.inputs.bias[...], compute_dtype=self.compute_dtype
+            zero_padding(x, keep),
+            self.inputs.kernel[...],
+            self.inputs.bias[...],
+            compute_dtype=self.compute_dtype,
         )  # [B, T, 3H]
         states, last = gru_scan(
             gates_x,

@@ -43,7 +43,8 @@ class BottleneckFusion(RawTokenModel):
     pooling, a modality whose tokens in an example are all padding is left out of
     that example's final mean over modalities (an example with none gets the head's
     bias); its bottleneck tokens, which read only the shared tokens, still enter the
-    fusion layers' average.
+    fusion layers' average. With CLS pooling every modality's CLS token counts, a
+    missing modality's too: it is a real token, which reads the bottleneck tokens.
 
     Args:
       in_dims: the raw token widths ``(d_1, ..., d_M)``.
@@ -145,8 +146,12 @@ class BottleneckFusion(RawTokenModel):
         """Predicts from raw modalities.
 
         Args:
-          xs: M arrays ``[B, T_m, d_m]`` (or ``[B, d_m]``, one token).
-          masks: None, or M entries each None or a boolean ``[B, T_m]`` (True = real token).
+          xs: M arrays ``[B, T_m, d_m]``, or ``[B, d_m]`` for B examples of one token:
+            always batched (one example is ``[1, T_m, d_m]``, also under ``jax.vmap``),
+            unlike a ``FusionModel``'s sequence encoders. Values at padded tokens are
+            ignored, NaN and inf included.
+          masks: None, or M entries each None or ``[B, T_m]`` booleans or 0/1 integers
+            (True / 1 = a real token).
 
         Returns:
           ``[B, C]``.

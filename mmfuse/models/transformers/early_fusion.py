@@ -106,8 +106,12 @@ class EarlyFusionTransformer(RawTokenModel):
         """Predicts from raw modalities.
 
         Args:
-          xs: M arrays ``[B, T_m, d_m]`` (or ``[B, d_m]``, one token).
-          masks: None, or M entries each None or a boolean ``[B, T_m]`` (True = real token).
+          xs: M arrays ``[B, T_m, d_m]``, or ``[B, d_m]`` for B examples of one token:
+            always batched (one example is ``[1, T_m, d_m]``, also under ``jax.vmap``),
+            unlike a ``FusionModel``'s sequence encoders. Values at padded tokens are
+            ignored, NaN and inf included.
+          masks: None, or M entries each None or ``[B, T_m]`` booleans or 0/1 integers
+            (True / 1 = a real token).
 
         Returns:
           ``[B, C]``.

@@ -71,9 +71,9 @@ def sinusoidal_embedding(positions: jax.Array, d_model: int) -> jax.Array:
 
 def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
     """The mean over real tokens: ``x [B, T, D]``, ``mask [B, T]`` -> ``[B, D]`` (0 if none)."""
-    weights = mask.astype(x.dtype)[..., None]  # [B, T, 1]
-    count = jnp.maximum(jnp.sum(weights, axis=-2), 1.0)  # [B, 1]
-    return jnp.sum(x * weights, axis=-2) / count
+    keep = mask[..., None]  # [B, T, 1]
+    count = jnp.maximum(jnp.sum(keep.astype(x.dtype), axis=-2), 1.0)  # [B, 1]
+    return jnp.sum(jnp.where(keep, x, jnp.zeros((), x.dtype)), axis=-2) / count
 
 
 def dense(layer: nnx.Linear, x: jax.Array, compute_dtype: Any = None) -> jax.Array:
