@@ -12,11 +12,11 @@ Expected: on ``synthetic/xor`` every model that can express the interaction reac
 ``uniqueness``) the best model loses nothing under EMAP; on the real datasets
 (``digits_halves``, ``uci_mfeat``) additive models are strong baselines and the EMAP
 drop is small, the lecture's lesson. The README lists the numbers of the last run.
-``--config.seeds=(0,)`` halves the time; ``configs/emap_table.py:tiny`` is a smoke run
+``--config.seeds='(0,)'`` halves the time; ``configs/emap_table.py:tiny`` is a smoke run
 (xor and the digits, one seed, 300 steps). Each ``config.datasets`` entry takes ``name`` and
 optionally ``options``, ``modalities``, ``label`` and ``standardize`` (z-score each
 modality by the train split's statistics; off in the entries below, whose numbers the
-README lists).
+README lists), set by editing this file: a list cannot be overridden on the command line.
 """
 
 import ml_collections

@@ -30,7 +30,7 @@ less than 1e-6 on every dataset.) Outputs: ``results.json``, ``table.md``,
 ``plots/linear_case.png`` (score vs smiling per group with the fitted lines),
 ``plots/table.png`` and ``runs/seed_<s>/<model>/{checkpoints,metrics.jsonl}``.
 
-Overrides: ``--config.data.seeds=(0,)`` for one dataset, ``--config.optim.num_steps=500``,
+Overrides: ``--config.data.seeds='(0,)'`` for one dataset, ``--config.optim.num_steps=500``,
 ``--config.data.options.n=100`` / ``noise=...`` for the generator's options,
 ``--config.model.standardize=False`` to train on the raw inputs (an ill-conditioned problem
 for the optimizer: 2,000 steps then leave the tensor fit's weights up to 0.7 from OLS);
