@@ -142,7 +142,7 @@ class Checkpointer:
 def _differences(saved: dict[tuple, Any], wanted: dict[tuple, Any], limit: int = 3) -> list[str]:
     """The first ``limit`` arrays (by path) that ``saved`` lacks, adds or holds otherwise."""
     lines = []
-    for path in sorted(saved.keys() | wanted.keys()):
+    for path in sorted(saved.keys() | wanted.keys(), key=lambda keys: tuple(map(str, keys))):
         name = "/".join(map(str, path))
         if path not in saved:
             lines.append(f"{name} is not saved")
