@@ -277,30 +277,25 @@ def test_a_run_resumed_with_fewer_steps_another_monitor_or_model_is_refused(tmp_
     with pytest.raises(ValueError, match=r"chosen by monitor='mse', mode='min', not .*'max'"):
         run(tmp_path, num_steps=60, mode="max")
     wider = models.MLP(2 * D, (16,), 1, rngs=nnx.Rngs(0))
-    with pytest.raises(
-        ValueError,
-        match=r"best_params/layers/0/bias/value is saved with shape \(8,\), the target's is "
-        r"\(16,\);.* another model or optimizer",
-    ):
-        fit(
+    for model, optimizer, message in (
+        (
             wider,
-            loss_fn,
             optax.adam(1e-2),
-            make_data(),
-            num_steps=60,
-            batch_size=16,
-            workdir=tmp_path,
-        )
-    with pytest.raises(ValueError, match=r"opt_state/0/count is saved but not in the target"):
-        fit(
-            make_model(),
-            loss_fn,
-            optax.sgd(1e-2),
-            make_data(),
-            num_steps=60,
-            batch_size=16,
-            workdir=tmp_path,
-        )
+            r"best_params/layers/0/bias/value is saved with shape \(8,\), the target's is "
+            r"\(16,\);.* another model or optimizer",
+        ),
+        (make_model(), optax.sgd(1e-2), r"opt_state/0/count is saved but not in the target"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            fit(
+                model,
+                loss_fn,
+                optimizer,
+                make_data(),
+                num_steps=60,
+                batch_size=16,
+                workdir=tmp_path,
+            )
     assert run(tmp_path, num_steps=60).step == 60  # the refusals left the run as it was
 
 
